@@ -1,0 +1,64 @@
+"""laneway: parallel map that runs each task where it runs fastest, and says why.
+
+>>> import laneway
+>>> @laneway.cpu_bound
+... def score(n: int) -> int:
+...     return sum(i * i for i in range(n))
+>>> laneway.parallel_map(score, [10, 20, 30], backend="serial")
+[285, 2470, 8555]
+
+The public names are those in ``__all__``; every module with a leading underscore is
+private.  See docs/reference.md.
+
+The names are imported on first use (PEP 562), so that a process worker, which imports
+only the small part of laneway it runs, starts quickly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._api import imap, parallel_map
+    from ._cpus import available_cpus
+    from ._errors import LanewayError, TaskTimeoutError, WorkerCrashedError
+    from ._hints import cpu_bound, io_bound
+
+__all__ = [
+    "LanewayError",
+    "TaskTimeoutError",
+    "WorkerCrashedError",
+    "available_cpus",
+    "cpu_bound",
+    "imap",
+    "io_bound",
+    "parallel_map",
+]
+
+__version__ = "0.1.0.dev0"
+
+_HOMES = {
+    "LanewayError": "._errors",
+    "TaskTimeoutError": "._errors",
+    "WorkerCrashedError": "._errors",
+    "available_cpus": "._cpus",
+    "cpu_bound": "._hints",
+    "imap": "._api",
+    "io_bound": "._hints",
+    "parallel_map": "._api",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        msg = f"module 'laneway' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

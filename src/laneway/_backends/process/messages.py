@@ -1,0 +1,48 @@
+"""The wire format between the pool (parent) and a worker (child).
+
+Every message is one ``Connection.send_bytes`` frame: a fixed ``struct`` header, then
+a body.  Headers are structs, not pickles, so the collector thread can route a
+result frame without unpickling user data; bodies are unpickled by whoever needs them
+(the worker for items, the calling thread for results).
+
+parent -> worker
+    FUNCTION  header ``(kind, key)`` + the cloudpickled function.  The worker caches it
+              under ``key`` (a digest of the bytes), in an LRU that the parent mirrors.
+    CHUNK     header ``(kind, seq, isolated, key)`` + the pickled list of items (or,
+              when ``isolated``, a list of separately pickled items, so one item that
+              fails to unpickle fails alone).
+worker -> parent
+    RESULTS   header ``(kind, done, offset, count, busy_s)`` + pickled
+              ``(values, {position: failure_blob})``.  ``done`` ends the chunk.
+    UNREADABLE header as RESULTS (count 0, done) + UTF-8 text: the chunk's items could
+              not be unpickled as a whole; the parent re-sends it isolated.
+
+Each worker also shares a tiny array with the parent, ``progress = [seq, started]``:
+the chunk it is running and the end of the range of items it may have started.  If
+the worker dies, items before ``started`` may have run (they fail with
+WorkerCrashedError) and items after it have not (they are sent to another worker):
+no item ever runs twice.
+"""
+
+from __future__ import annotations
+
+import struct
+
+FUNCTION = 1
+CHUNK = 2
+RESULTS = 3
+UNREADABLE = 4
+
+KEY_BYTES = 16
+"""Length of a function key (a blake2b digest of the pickled function)."""
+
+FUNCTION_HEADER = struct.Struct(f"<B{KEY_BYTES}s")
+CHUNK_HEADER = struct.Struct(f"<BQB{KEY_BYTES}s")
+RESULT_HEADER = struct.Struct("<BBIId")
+
+FUNCTION_CACHE_SIZE = 16
+"""Functions a worker keeps unpickled.  Parent and worker apply the same LRU rule to
+the same sequence of messages, so the parent always knows what the worker holds."""
+
+PROGRESS_SEQ = 0
+PROGRESS_STARTED = 1

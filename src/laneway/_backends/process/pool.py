@@ -1,0 +1,572 @@
+"""laneway's process pool, parent side: warm workers, one pipe each, one collector thread.
+
+Data flow (one pool, shared by every run in the process)::
+
+    caller thread (a run)                      collector thread
+    ---------------------                      ----------------
+    ProcessRun.submit(chunk)                   wait([wakeup, *pipes, *sentinels])
+      pickle items -> _Job (frame bytes)         pipe ready:  header -> Batch -> run's sink
+      pool._enqueue(job) --+                     sentinel:    drain pipe, fail/requeue
+                           v                     then _assign(): pending jobs -> free workers
+                  pending deque --_assign()--> worker pipe (at most 2 jobs per worker)
+
+* **One pipe per worker.**  The parent always knows which jobs a worker holds
+  (``_Worker.inflight``, FIFO) and, through the shared ``progress`` array, which items of
+  the running job may have started.  A dead worker therefore fails only what it may
+  have run, and its other items go to another worker: nothing is lost or run twice.
+* **At most two jobs per worker**: the running one and the next (prefetched only when
+  small, so a send never blocks for long).  Everything else waits in ``pending``, where
+  a cancelled run's jobs are simply dropped.
+* **Caller-side pickling.**  Items are pickled in the caller's thread, so a pickling
+  error surfaces in the caller and names the item; results are unpickled there too.
+  The collector only routes bytes; it never runs user code.
+* **Warm and reused.**  Workers start lazily (forkserver on Linux, spawn elsewhere,
+  never plain fork of a threaded parent), serve every later run, and stop after
+  ``IDLE_TIMEOUT_S`` without work.  The pool shuts down at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import io
+import itertools
+import multiprocessing
+import os
+import pickle
+import queue
+import sys
+import threading
+import time
+import types
+import weakref
+from collections import OrderedDict, deque
+from collections.abc import Callable, MutableSequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import BaseContext
+from typing import Any
+
+import cloudpickle
+
+from ..._chunks import Batch, Chunk
+from ..._errors import Failure, LanewayError, WorkerCrashedError, describe_value, exit_description
+from . import messages as m
+from . import worker as worker_module
+
+__all__ = ["ProcessPool", "ProcessRun", "default_pool", "start_method"]
+
+IDLE_TIMEOUT_S = 300.0
+"""A worker with nothing to do for this long is stopped; the next run starts a new one.
+Long enough that interactive use stays warm, short enough not to hold memory forever."""
+
+PREFETCH_MAX_BYTES = 64 * 1024
+"""A job is queued on a busy worker only if its frame is this small: a small frame fits
+in the pipe's buffer, so sending it never waits for the worker to finish its job."""
+
+MAX_CRASHES_IN_A_ROW = 5
+"""A run whose items kill this many workers in a row, with no success in between, is
+stopped: its remaining items fail instead of killing workers forever."""
+
+CANCEL_GRACE_S = 0.2
+"""After a run is cancelled, a worker still busy with its items this long is killed
+(and replaced), so cancellation is prompt even for long items."""
+
+_seq = itertools.count(1)
+
+
+def start_method() -> str:
+    """The start method laneway uses for process workers on this platform."""
+    if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
+        return "forkserver"
+    return "spawn"
+
+
+_by_reference: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+
+
+def dumps_function(fn: Callable[..., Any]) -> bytes:
+    """Cloudpickle ``fn`` for a worker, with an error that says what to do instead.
+
+    A module-level function of an importable module pickles to a mere reference, the
+    same bytes every time: that result is cached.  Anything pickled by value (lambdas,
+    closures, ``__main__`` functions, partials) is pickled afresh for every run, so
+    the worker always sees the values its globals and closure cells have *now*.
+    """
+    cached = _by_reference.get(fn) if _is_plain_function(fn) else None
+    if cached is not None:
+        return cached
+    try:
+        payload: bytes = cloudpickle.dumps(fn, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        msg = (f"cannot send {describe_value(fn)} to a process worker: "
+               f"{type(exc).__name__}: {exc}. Run it with backend='thread' (no pickling "
+               f"needed), or make what it uses picklable")
+        raise TypeError(msg) from exc
+    if _is_plain_function(fn) and fn.__module__ != "__main__":
+        try:
+            by_reference = pickle.dumps(fn, pickle.HIGHEST_PROTOCOL) == payload
+        except Exception:
+            by_reference = False
+        if by_reference:
+            _by_reference[fn] = payload
+    return payload
+
+
+def _is_plain_function(fn: object) -> bool:
+    return isinstance(fn, types.FunctionType | types.BuiltinFunctionType)
+
+
+def _dumps(obj: Any) -> bytes:
+    try:
+        return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return cloudpickle.dumps(obj, pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    run: ProcessRun
+    chunk_id: int
+    start: int
+    items: list[Any]
+    frame: bytes | memoryview
+    isolated: bool
+    seq: int
+    delivered: int = 0
+
+
+def _make_job(run: ProcessRun, chunk_id: int, start: int, items: list[Any],
+              isolated: bool = False) -> _Job:
+    seq = next(_seq)
+    buf = io.BytesIO()
+    buf.write(m.CHUNK_HEADER.pack(m.CHUNK, seq, isolated, run.key))
+    body = [_dumps(item) for item in items] if isolated else items
+    try:
+        pickle.dump(body, buf, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        buf.seek(m.CHUNK_HEADER.size)
+        buf.truncate()
+        buf.write(cloudpickle.dumps(body, pickle.HIGHEST_PROTOCOL))
+    return _Job(run, chunk_id, start, items, buf.getbuffer(), isolated, seq)
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    progress: MutableSequence[int]
+    inflight: deque[_Job] = field(default_factory=deque)
+    functions: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    idle_since: float = field(default_factory=time.monotonic)
+    busy_since: float = 0.0
+
+
+class ProcessRun:
+    """One run's use of the pool: its function, its result queue, its worker limit."""
+
+    def __init__(self, pool: ProcessPool, fn: Callable[[Any], Any], sink: queue.SimpleQueue[Any],
+                 workers: int) -> None:
+        self.pool = pool
+        self.fn_name = getattr(fn, "__qualname__", None) or describe_value(fn)
+        self.function_frame = dumps_function(fn)
+        self.key = hashlib.blake2b(self.function_frame, digest_size=m.KEY_BYTES).digest()
+        self.function_frame = m.FUNCTION_HEADER.pack(m.FUNCTION, self.key) + self.function_frame
+        self.sink = sink
+        self.max_workers = workers
+        self.closed = False
+        self.cancelled_at: float | None = None
+        self.crashes_in_a_row = 0
+        self.broken: LanewayError | None = None
+
+    def submit(self, chunk: Chunk) -> None:
+        """Queue a chunk; unsendable items fail alone, in this (the caller's) thread."""
+        try:
+            jobs = [_make_job(self, chunk.id, chunk.start, chunk.items)]
+        except Exception:
+            jobs = self._split_unsendable(chunk)
+        self.pool.enqueue(self, jobs)
+
+    def _split_unsendable(self, chunk: Chunk) -> list[_Job]:
+        jobs: list[_Job] = []
+        run_start = 0
+        for k, item in enumerate(chunk.items):
+            try:
+                _dumps(item)
+                continue
+            except Exception as exc:
+                error = TypeError(
+                    f"cannot send item #{chunk.start + k}, {describe_value(item)}, to a "
+                    f"process worker: {type(exc).__name__}: {exc}. Run it with "
+                    f"backend='thread' (no pickling needed), or pass picklable data"
+                )
+            if k > run_start:
+                jobs.append(_make_job(self, chunk.id, chunk.start + run_start,
+                                      chunk.items[run_start:k]))
+            self.deliver_failures(chunk.id, chunk.start + k, 1, error)
+            run_start = k + 1
+        if run_start < len(chunk.items):
+            jobs.append(_make_job(self, chunk.id, chunk.start + run_start,
+                                  chunk.items[run_start:]))
+        return jobs
+
+    def deliver_failures(self, chunk_id: int, start: int, count: int, error: BaseException) -> None:
+        """Give ``count`` items from ``start`` the failure ``error``."""
+        if count > 0 and not self.closed:
+            self.sink.put(Batch(chunk_id, start, count, 0.0, [None] * count,
+                                {k: Failure(error) for k in range(count)}))
+
+    def close(self) -> None:
+        """Drop this run's queued jobs; workers still busy with it are stopped soon."""
+        self.pool.cancel(self)
+
+
+class ProcessPool:
+    """A pool of warm worker processes shared by every run (see the module docstring)."""
+
+    def __init__(self, context: BaseContext | None = None,
+                 idle_timeout: float = IDLE_TIMEOUT_S) -> None:
+        self._ctx = context or multiprocessing.get_context(start_method())
+        if self._ctx.get_start_method() == "forkserver":
+            _preload_worker_in_forkserver(self._ctx)
+        self._idle_timeout = idle_timeout
+        self._lock = threading.RLock()
+        self._workers: list[_Worker] = []
+        self._pending: deque[_Job] = deque()
+        self._target = 0
+        self._collector: threading.Thread | None = None
+        self._closed = False
+        self._wakeup_r, self._wakeup_w = self._ctx.Pipe(duplex=False)
+        self._alive_r, self._alive_w = self._ctx.Pipe(duplex=False)
+        self._cancelled: list[ProcessRun] = []
+
+    # -- the run-facing side ------------------------------------------------------------
+
+    def open_run(self, fn: Callable[[Any], Any], sink: queue.SimpleQueue[Any],
+                 workers: int) -> ProcessRun:
+        """Prepare a run (pickles ``fn`` once) and make sure ``workers`` workers exist."""
+        run = ProcessRun(self, fn, sink, workers)
+        with self._lock:
+            if self._closed:
+                msg = "the laneway process pool has been shut down"
+                raise RuntimeError(msg)
+            self._target = max(self._target, workers)
+            while len(self._workers) < self._target:
+                self._spawn_locked()
+            if self._collector is None:
+                self._collector = threading.Thread(target=self._collect, daemon=True,
+                                                   name="laneway-collector")
+                self._collector.start()
+        return run
+
+    def enqueue(self, run: ProcessRun, jobs: list[_Job]) -> None:
+        """Queue jobs and hand out whatever free workers can take."""
+        with self._lock:
+            if run.broken is not None:
+                for job in jobs:
+                    run.deliver_failures(job.chunk_id, job.start, len(job.items), run.broken)
+                return
+            self._pending.extend(jobs)
+            self._assign_locked()
+
+    def cancel(self, run: ProcessRun) -> None:
+        """Forget a run: drop its queued jobs, ignore its results, stop its busy workers."""
+        with self._lock:
+            if run.closed:
+                return
+            run.closed = True
+            self._pending = deque(j for j in self._pending if j.run is not run)
+            if any(j.run is run for w in self._workers for j in w.inflight):
+                run.cancelled_at = time.monotonic()
+                self._cancelled.append(run)
+                self._wake()
+
+    def size(self) -> int:
+        """Number of live workers."""
+        with self._lock:
+            return len(self._workers)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        with self._lock:
+            return [w.process.pid for w in self._workers if w.process.pid is not None]
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop every worker and the collector; queued jobs are dropped."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._pending.clear()
+            collector = self._collector
+            workers = list(self._workers)
+            self._wake()
+        if collector is not None and collector is not threading.current_thread():
+            collector.join(timeout)
+        else:
+            for w in workers:
+                w.conn.close()
+        deadline = time.monotonic() + timeout
+        for w in workers:
+            w.process.join(max(0.0, deadline - time.monotonic()))
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join(1.0)
+        self._alive_w.close()
+
+    # -- workers --------------------------------------------------------------------------
+
+    def _spawn_locked(self) -> None:
+        parent_end, child_end = self._ctx.Pipe(duplex=True)
+        progress = self._ctx.RawArray("q", 2)
+        native_threads = max(1, (os.cpu_count() or 1) // max(1, self._target))
+        process = self._ctx.Process(  # type: ignore[attr-defined]
+            target=worker_module.main,
+            args=(child_end, self._alive_r, progress, native_threads),
+            name="laneway-worker", daemon=False,
+        )
+        process.start()
+        child_end.close()
+        self._workers.append(_Worker(process, parent_end, progress))
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wakeup_w.send_bytes(b"")
+
+    # -- assignment (always under the lock) ----------------------------------------------
+
+    def _assign_locked(self) -> None:
+        if not self._pending:
+            return
+        kept: deque[_Job] = deque()
+        while self._pending:
+            job = self._pending.popleft()
+            worker = self._pick_worker_locked(job)
+            if worker is None:
+                kept.append(job)
+            else:
+                self._send_locked(worker, job)
+        self._pending = kept
+
+    def _pick_worker_locked(self, job: _Job) -> _Worker | None:
+        run = job.run
+        occupied = [w for w in self._workers if any(j.run is run for j in w.inflight)]
+        choices = occupied if len(occupied) >= run.max_workers else self._workers
+        best: _Worker | None = None
+        for w in choices:
+            load = len(w.inflight)
+            if load == 0:
+                return w
+            if load == 1 and best is None and len(job.frame) <= PREFETCH_MAX_BYTES and (
+                job.run.key in w.functions or len(run.function_frame) <= PREFETCH_MAX_BYTES
+            ):
+                best = w
+        return best
+
+    def _send_locked(self, worker: _Worker, job: _Job) -> None:
+        key = job.run.key
+        if not worker.inflight:
+            worker.busy_since = time.monotonic()
+        worker.inflight.append(job)
+        try:
+            if key not in worker.functions:
+                worker.conn.send_bytes(job.run.function_frame)
+                worker.functions[key] = None
+                while len(worker.functions) > m.FUNCTION_CACHE_SIZE:
+                    worker.functions.popitem(last=False)
+            worker.functions.move_to_end(key)
+            worker.conn.send_bytes(job.frame)
+        except OSError:
+            pass  # the worker died; its sentinel fires and the job is re-sent
+
+    # -- the collector thread ------------------------------------------------------------
+
+    def _collect(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed or not self._workers:
+                    self._stop_collector_locked()
+                    return
+                pipes = {w.conn: w for w in self._workers}
+                sentinels = {w.process.sentinel: w for w in self._workers}
+                timeout = self._next_timer_locked()
+            ready = wait([self._wakeup_r, *pipes, *sentinels], timeout)
+            for obj in ready:
+                if obj is self._wakeup_r:
+                    while self._wakeup_r.poll():
+                        self._wakeup_r.recv_bytes()
+                elif obj in pipes:
+                    self._receive(pipes[obj])
+                else:
+                    self._on_exit(sentinels[obj])  # type: ignore[index]
+            self._run_timers()
+
+    def _stop_collector_locked(self) -> None:
+        self._collector = None
+        if self._closed:
+            for w in self._workers:
+                w.conn.close()
+
+    def _receive(self, worker: _Worker) -> None:
+        try:
+            frame = worker.conn.recv_bytes()
+        except (EOFError, OSError):
+            self._on_exit(worker)
+            return
+        with self._lock:
+            self._handle_frame_locked(worker, frame)
+            self._assign_locked()
+
+    def _handle_frame_locked(self, worker: _Worker, frame: bytes) -> None:
+        kind, done, offset, count, busy_s = m.RESULT_HEADER.unpack_from(frame)
+        job = worker.inflight[0]
+        run = job.run
+        if kind == m.UNREADABLE:
+            worker.inflight.popleft()
+            if not run.closed:
+                self._pending.appendleft(
+                    _make_job(run, job.chunk_id, job.start, job.items, isolated=True))
+        else:
+            if count:
+                job.delivered = offset + count
+                run.crashes_in_a_row = 0
+                if not run.closed:
+                    run.sink.put(Batch(job.chunk_id, job.start + offset, count, busy_s,
+                                       payload=memoryview(frame)[m.RESULT_HEADER.size:]))
+            if done:
+                worker.inflight.popleft()
+        now = time.monotonic()
+        if worker.inflight:
+            if done:
+                worker.busy_since = now
+        else:
+            worker.idle_since = now
+
+    def _on_exit(self, worker: _Worker) -> None:
+        """A worker's process ended: keep what it reported, fail what it may have run,
+        re-send what it never started, and replace it."""
+        with self._lock:
+            if worker not in self._workers:
+                return
+            try:
+                while worker.conn.poll(0):
+                    self._handle_frame_locked(worker, worker.conn.recv_bytes())
+            except (EOFError, OSError):
+                pass
+            self._workers.remove(worker)
+            worker.conn.close()
+            worker.process.join(1.0)
+            exitcode = worker.process.exitcode
+            requeue: list[_Job] = []
+            for position, job in enumerate(worker.inflight):
+                running = position == 0 and worker.progress[m.PROGRESS_SEQ] == job.seq
+                begun = max(job.delivered, worker.progress[m.PROGRESS_STARTED]) if running \
+                    else job.delivered
+                if begun > job.delivered and not job.run.closed:
+                    self._fail_crashed_locked(worker, job, begun, exitcode)
+                if begun < len(job.items) and not job.run.closed:
+                    if begun == 0:
+                        requeue.append(job)
+                    else:
+                        requeue.append(_make_job(job.run, job.chunk_id, job.start + begun,
+                                                 job.items[begun:]))
+            self._pending.extendleft(reversed(requeue))
+            if not self._closed and len(self._workers) < self._target and (
+                self._pending or any(w.inflight for w in self._workers)
+            ):
+                self._spawn_locked()
+            self._assign_locked()
+
+    def _fail_crashed_locked(self, worker: _Worker, job: _Job, begun: int,
+                             exitcode: int | None) -> None:
+        run = job.run
+        first, last = job.start + job.delivered, job.start + begun - 1
+        what = (f"{run.fn_name}(item #{first})" if first == last
+                else f"{run.fn_name} on items #{first}-#{last} (one of them crashed it)")
+        error = WorkerCrashedError(
+            f"worker process {worker.process.pid} {exit_description(exitcode)} while "
+            f"running {what}. Other items were not affected; the worker was replaced.",
+            pid=worker.process.pid, exitcode=exitcode, index=first,
+        )
+        run.deliver_failures(job.chunk_id, first, begun - job.delivered, error)
+        run.crashes_in_a_row += 1
+        if run.crashes_in_a_row >= MAX_CRASHES_IN_A_ROW and run.broken is None:
+            run.broken = LanewayError(
+                f"{run.fn_name} crashed {run.crashes_in_a_row} worker processes in a row; "
+                f"laneway stopped sending it items (the last crash: {error})"
+            )
+            for other in [j for j in self._pending if j.run is run]:
+                self._pending.remove(other)
+                run.deliver_failures(other.chunk_id, other.start, len(other.items), run.broken)
+
+    # -- timers: idle workers, cancelled runs --------------------------------------------
+
+    def _next_timer_locked(self) -> float | None:
+        now = time.monotonic()
+        deadlines = [w.idle_since + self._idle_timeout for w in self._workers if not w.inflight]
+        deadlines += [r.cancelled_at + CANCEL_GRACE_S for r in self._cancelled
+                      if r.cancelled_at is not None]
+        return max(0.0, min(deadlines) - now) if deadlines else None
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for w in [w for w in self._workers
+                      if not w.inflight and now - w.idle_since >= self._idle_timeout]:
+                self._workers.remove(w)
+                w.conn.close()  # the worker sees EOF and exits
+                w.process.join(1.0)
+            self._target = min(self._target, len(self._workers)) if not self._workers \
+                else self._target
+            due = [r for r in self._cancelled
+                   if r.cancelled_at is not None and now - r.cancelled_at >= CANCEL_GRACE_S]
+            for run in due:
+                self._cancelled.remove(run)
+                for w in self._workers:
+                    if w.inflight and w.inflight[0].run is run:
+                        w.process.kill()  # its sentinel fires; _on_exit replaces it
+
+
+def _preload_worker_in_forkserver(ctx: BaseContext) -> None:
+    """Have the fork server import the worker module once, so every worker forked
+    from it starts ready (a few ms instead of an import each).  Whatever the program
+    already asked the fork server to preload is kept."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    current = list(getattr(server, "_preload_modules", None) or ["__main__"])
+    if worker_module.__name__ not in current:
+        ctx.set_forkserver_preload([*current, worker_module.__name__])
+
+
+_default: ProcessPool | None = None
+_default_lock = threading.Lock()
+
+
+def default_pool() -> ProcessPool:
+    """The process-wide pool, created on first use and shut down at exit."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = ProcessPool()
+            atexit.register(_shutdown_default)
+        return _default
+
+
+def _shutdown_default() -> None:
+    global _default
+    with _default_lock:
+        pool, _default = _default, None
+    if pool is not None:
+        pool.shutdown()
+
+
+def _forget_after_fork() -> None:
+    global _default, _default_lock
+    _default = None
+    _default_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

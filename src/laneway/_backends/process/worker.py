@@ -1,0 +1,174 @@
+"""The loop a process worker runs: receive a chunk, run its items, send the outcomes.
+
+The worker talks only through its own pipe (``conn``), never through stdout, so a
+task's ``print`` reaches the user's terminal untouched.  It exits when the pipe
+closes (the pool shut it down) or when the parent dies (``alive`` reaches EOF: a
+watcher thread ends the process at once, even in the middle of a task).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing.sharedctypes  # noqa: F401  (the progress array; see below)
+import os
+import pickle
+import signal
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, MutableSequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import cloudpickle  # functions arrive cloudpickled: import it before the first task
+
+# The two imports above are here so that the fork server, which preloads this module,
+# has them already: a worker forked from it then starts in a few milliseconds.
+from ... import _context
+from ..._chunks import encode_failure, run_items
+from ..._errors import Failure, RemoteTaskError
+from . import messages as m
+
+_NATIVE_THREAD_VARS = (
+    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
+)
+
+
+def main(conn: Connection, alive: Connection, progress: MutableSequence[int],
+         native_threads: int) -> None:
+    """Entry point of a worker process (the target of ``Process``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _context.mark_process_worker()
+    for var in _NATIVE_THREAD_VARS:  # no oversubscription by BLAS/OpenMP pools
+        os.environ.setdefault(var, str(native_threads))
+    threading.Thread(target=_exit_with_parent, args=(alive,), daemon=True,
+                     name="laneway-parent-watch").start()
+    functions: OrderedDict[bytes, Callable[[Any], Any]] = OrderedDict()
+    while True:
+        try:
+            frame = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        view = memoryview(frame)
+        if view[0] == m.FUNCTION:
+            _, key = m.FUNCTION_HEADER.unpack_from(view)
+            functions[key] = _load_function(view[m.FUNCTION_HEADER.size:])
+            functions.move_to_end(key)
+            while len(functions) > m.FUNCTION_CACHE_SIZE:
+                functions.popitem(last=False)
+        else:
+            _, seq, isolated, key = m.CHUNK_HEADER.unpack_from(view)
+            functions.move_to_end(key)
+            _run_chunk(conn, functions[key], seq, bool(isolated),
+                       view[m.CHUNK_HEADER.size:], progress)
+
+
+def _exit_with_parent(alive: Connection) -> None:
+    with contextlib.suppress(EOFError, OSError):
+        alive.recv_bytes()
+    os._exit(0)
+
+
+def _load_function(body: memoryview) -> Callable[[Any], Any]:
+    try:
+        fn: Callable[[Any], Any] = pickle.loads(body)
+    except Exception as exc:
+        error = RemoteTaskError(
+            f"the function could not be unpickled in the worker process: "
+            f"{type(exc).__name__}: {exc}. Is it defined in a module the worker can "
+            f"import? Run it with backend='thread' to avoid pickling altogether."
+        )
+
+        def unloadable(item: object) -> object:
+            raise error
+
+        return unloadable
+    return fn
+
+
+def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, isolated: bool,
+               body: memoryview, progress: MutableSequence[int]) -> None:
+    try:
+        items: list[Any] = pickle.loads(body)
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}".encode()
+        conn.send_bytes(m.RESULT_HEADER.pack(m.UNREADABLE, 1, 0, 0, 0.0) + text)
+        return
+    if isolated:
+        items = [_IsolatedItem(blob) for blob in items]
+        fn = _isolated_caller(fn)
+    progress[m.PROGRESS_STARTED] = 0
+    progress[m.PROGRESS_SEQ] = seq
+    total = len(items)
+    sent = 0
+
+    def started(end: int) -> None:
+        progress[m.PROGRESS_STARTED] = end
+
+    def emit(offset: int, values: list[Any], failures: dict[int, Failure] | None,
+             busy_s: float) -> None:
+        nonlocal sent
+        sent = offset + len(values)
+        body = _encode_outcomes(values, failures)
+        header = m.RESULT_HEADER.pack(m.RESULTS, sent == total, offset, len(values), busy_s)
+        conn.send_bytes(header + body)
+
+    run_items(fn, items, emit, catch=BaseException, started=started, remote=True)
+
+
+class _IsolatedItem:
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+
+def _isolated_caller(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def call(wrapped: _IsolatedItem) -> Any:
+        try:
+            item = pickle.loads(wrapped.blob)
+        except Exception as exc:
+            msg = (f"this item could not be unpickled in the worker process: "
+                   f"{type(exc).__name__}: {exc}")
+            raise RemoteTaskError(msg) from None
+        return fn(item)
+
+    return call
+
+
+def _encode_outcomes(values: list[Any], failures: dict[int, Failure] | None) -> bytes:
+    blobs = {k: encode_failure(f) for k, f in failures.items()} if failures else None
+    try:
+        return pickle.dumps((values, blobs), pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        pass
+    # Some result cannot travel with pickle: try cloudpickle for it, else fail that item.
+    blobs = dict(blobs or {})
+    kept: list[Any] = []
+    dumps: Callable[[Any], bytes] = _pickle_dumps
+    for k, value in enumerate(values):
+        if k in blobs:
+            kept.append(None)
+            continue
+        try:
+            pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            try:
+                cloudpickle.dumps(value)
+                dumps = cloudpickle.dumps
+            except Exception:
+                error = RemoteTaskError(
+                    f"the result, a {type(value).__module__}.{type(value).__qualname__}, "
+                    f"cannot be pickled to return it from the worker process "
+                    f"({type(exc).__name__}: {exc}); return plain data, or run the work "
+                    f"with backend='thread'"
+                )
+                kept.append(None)
+                blobs[k] = encode_failure(Failure(error))
+                continue
+        kept.append(value)
+    return dumps((kept, blobs or None))
+
+
+def _pickle_dumps(obj: Any) -> bytes:
+    return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)

@@ -1,0 +1,229 @@
+"""Chunks of items: what a backend runs, what it sends back, and how big a chunk should be.
+
+Every backend runs a chunk with the same function, :func:`run_items`, so the order of
+calls, the error capture and the result batching are identical in the caller (serial),
+in a pool thread and in a process worker.  A chunk's outcomes come back as one or more
+:class:`Batch` objects (a slow chunk reports as it goes, so a crash or a timeout loses
+as little as possible); the caller counts outcomes, not chunks, so a backend may split
+a chunk (to re-send part of it, or to fail one unsendable item) without telling anyone.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Callable, Sequence
+from time import perf_counter
+from typing import Any
+
+from ._errors import Failure, RemoteTaskError
+
+__all__ = ["Batch", "Chunk", "ChunkSizer", "Emit", "decode_failure", "encode_failure",
+           "run_items"]
+
+FLUSH_INTERVAL_S = 0.002
+"""A running chunk reports its finished outcomes at least this often.  Shorter means a
+crash loses fewer finished results and imap yields sooner; longer means fewer messages."""
+
+STEP_TARGET_S = 0.0005
+"""Tiny items run in steps of about this long between clock reads, so reading the clock
+costs nothing next to the items themselves."""
+
+
+class Chunk:
+    """Consecutive items of one run: ``items[k]`` is input item ``start + k``."""
+
+    __slots__ = ("id", "items", "start")
+
+    def __init__(self, id: int, start: int, items: list[Any]) -> None:
+        self.id = id
+        self.start = start
+        self.items = items
+
+
+class Batch:
+    """Outcomes of consecutive items of one chunk, as they reach the caller.
+
+    ``values[k]`` is the result of item ``start + k`` unless ``failures`` has the key
+    ``k``.  A process worker's batch arrives as ``payload`` bytes and is decoded by the
+    caller (:meth:`decode`), so the collector thread never unpickles user data.
+    """
+
+    __slots__ = ("busy_s", "chunk_id", "count", "failures", "payload", "start", "values")
+
+    def __init__(self, chunk_id: int, start: int, count: int, busy_s: float,
+                 values: list[Any] | None = None, failures: dict[int, Failure] | None = None,
+                 payload: bytes | memoryview | None = None) -> None:
+        self.chunk_id = chunk_id
+        self.start = start
+        self.count = count
+        self.busy_s = busy_s
+        self.values = values
+        self.failures = failures
+        self.payload = payload
+
+    def decode(self) -> None:
+        """Turn ``payload`` into ``values`` and ``failures`` (idempotent)."""
+        if self.payload is None:
+            return
+        payload, self.payload = self.payload, None
+        try:
+            values, failures = pickle.loads(payload)
+        except Exception as exc:  # a result type the caller cannot import, for one
+            error = RemoteTaskError(
+                f"the results of items #{self.start}-#{self.start + self.count - 1} "
+                f"could not be unpickled in the caller: {type(exc).__name__}: {exc}"
+            )
+            self.values = [None] * self.count
+            self.failures = {k: Failure(error) for k in range(self.count)}
+            return
+        self.values = values
+        self.failures = (
+            {k: decode_failure(blob) for k, blob in failures.items()} if failures else None
+        )
+
+
+Emit = Callable[[int, list[Any], dict[int, Failure] | None, float], None]
+"""``emit(offset, values, failures, busy_s)``: hand finished outcomes on."""
+
+
+def run_items(
+    fn: Callable[[Any], Any],
+    items: Sequence[Any],
+    emit: Emit,
+    *,
+    catch: type[BaseException] = Exception,
+    started: Callable[[int], None] | None = None,
+    remote: bool = False,
+    clock: Callable[[], float] = perf_counter,
+) -> None:
+    """Call ``fn`` on each item in order, reporting outcomes through ``emit``.
+
+    Items run in steps: one item at first, doubling while a step takes less than
+    ``STEP_TARGET_S``, so tiny items pay for the clock once per thousands of calls and
+    slow items are reported one by one.  ``started(end)`` is called before a step that
+    will run items up to position ``end`` (the process worker publishes it so the
+    parent knows which items may have run if the worker dies).  Exceptions of type
+    ``catch`` become that item's :class:`Failure`; with ``remote`` the traceback is
+    kept as text for the trip to another process.
+    """
+    n = len(items)
+    pos = 0
+    step = 1
+    offset = 0
+    values: list[Any] = []
+    failures: dict[int, Failure] | None = None
+    flushed_at = clock()
+    while pos < n:
+        end = min(n, pos + step)
+        if started is not None:
+            started(end)
+        step_began = clock()
+        append = values.append
+        while pos < end:
+            try:
+                for item in items[pos:end]:
+                    append(fn(item))
+                pos = end
+            except catch as exc:
+                position = len(values)
+                append(None)
+                if failures is None:
+                    failures = {}
+                failures[position] = _capture(exc, remote)
+                pos = offset + position + 1
+        now = clock()
+        took = now - step_began
+        if took < STEP_TARGET_S:
+            step = min(step * 2, 1 << 16)
+        elif took > 4 * STEP_TARGET_S and step > 1:
+            step = max(1, step // 4)
+        if pos >= n or now - flushed_at >= FLUSH_INTERVAL_S:
+            emit(offset, values, failures, now - flushed_at)
+            offset = pos
+            values = []
+            failures = None
+            flushed_at = now
+
+
+def _capture(exc: BaseException, remote: bool) -> Failure:
+    if not remote:
+        return Failure(exc)
+    import traceback  # only when something failed: keeps worker start-up lean
+
+    tb = "".join(traceback.format_exception(exc))
+    exc.__traceback__ = None
+    return Failure(exc, tb)
+
+
+def encode_failure(failure: Failure) -> bytes:
+    """Pickle a failure for the trip to the parent; never raises.
+
+    An exception that cannot make the round trip (unpicklable attributes, an
+    ``__init__`` that pickle cannot call again) travels as a :class:`RemoteTaskError`
+    carrying its type name and message.
+    """
+    exc = failure.exc
+    try:
+        blob = pickle.dumps((exc, failure.remote_tb), pickle.HIGHEST_PROTOCOL)
+        pickle.loads(blob)
+    except Exception:
+        kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        stand_in = RemoteTaskError(
+            f"{kind}: {exc} (the original exception could not be pickled, so it is "
+            f"reported as RemoteTaskError)",
+            remote_type=kind,
+        )
+        blob = pickle.dumps((stand_in, failure.remote_tb), pickle.HIGHEST_PROTOCOL)
+    return blob
+
+
+def decode_failure(blob: bytes) -> Failure:
+    """The inverse of :func:`encode_failure`."""
+    exc, tb = pickle.loads(blob)
+    return Failure(exc, tb)
+
+
+class ChunkSizer:
+    """Picks the size of the next chunk so that a chunk takes about ``target_s``.
+
+    With ``fixed`` (the user's ``chunksize``) every chunk has that size.  Otherwise the
+    first chunks hold one item; each observed batch updates an estimate of seconds per
+    item, and the size grows at most ``GROWTH``-fold per chunk towards
+    ``target_s / seconds_per_item``.  With a known total the size is capped so that
+    every worker gets at least ``SPREAD`` chunks, which keeps the end of a run balanced.
+    """
+
+    GROWTH = 8
+    SPREAD = 4
+    UNSIZED_CAP = 4096
+
+    def __init__(self, *, fixed: int | None, workers: int, total: int | None,
+                 target_s: float) -> None:
+        self._fixed = fixed
+        self._target_s = target_s
+        self._per_item_s: float | None = None
+        self._size = 1
+        if total is None:
+            self._cap = self.UNSIZED_CAP
+        else:
+            self._cap = max(1, math.ceil(total / (workers * self.SPREAD)))
+
+    def next_size(self) -> int:
+        """The number of items to put in the next chunk."""
+        if self._fixed is not None:
+            return self._fixed
+        if self._per_item_s is not None:
+            wanted = self._target_s / max(self._per_item_s, 1e-9)
+            self._size = max(1, min(self._cap, int(wanted), self._size * self.GROWTH))
+        return self._size
+
+    def observe(self, count: int, busy_s: float) -> None:
+        """Record that ``count`` items took ``busy_s`` seconds of a worker's time."""
+        if count <= 0:
+            return
+        per_item = busy_s / count
+        if self._per_item_s is None:
+            self._per_item_s = per_item
+        else:
+            self._per_item_s = 0.7 * self._per_item_s + 0.3 * per_item

@@ -1,0 +1,133 @@
+"""The keyword arguments every entry point shares, validated once, before anything runs.
+
+Each check names the parameter, the value received and what is accepted, and raises
+``TypeError`` for a wrong type, ``ValueError`` for a wrong value of the right type.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, cast
+
+from ._errors import describe_value
+from ._hints import KINDS, Kind
+
+__all__ = ["BACKENDS", "ERRORS", "BackendName", "ErrorPolicy", "Progress", "RunOptions",
+           "env_backend", "validate_callable"]
+
+BackendName = Literal["serial", "thread", "process", "async", "dask"]
+ErrorPolicy = Literal["raise", "return"]
+Progress = bool | Callable[[int, int | None], object]
+
+BACKENDS: tuple[BackendName, ...] = ("serial", "thread", "process", "async", "dask")
+ERRORS: tuple[ErrorPolicy, ...] = ("raise", "return")
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """The validated keywords of one call."""
+
+    kind: Kind | None = None
+    backend: BackendName | None = None
+    workers: int | None = None
+    chunksize: int | None = None
+    ordered: bool = True
+    timeout: float | None = None
+    task_timeout: float | None = None
+    errors: ErrorPolicy = "raise"
+    progress: Progress = False
+
+    @classmethod
+    def validate(cls, *, kind: object = None, backend: object = None, workers: object = None,
+                 chunksize: object = None, ordered: object = True, timeout: object = None,
+                 task_timeout: object = None, errors: object = "raise",
+                 progress: object = False) -> RunOptions:
+        """Check every keyword and return them as a RunOptions."""
+        return cls(
+            kind=cast("Kind | None", _choice("kind", kind, KINDS, allow_none=True)),
+            backend=cast("BackendName | None",
+                         _choice("backend", backend, BACKENDS, allow_none=True)),
+            workers=_positive_int("workers", workers),
+            chunksize=_positive_int("chunksize", chunksize),
+            ordered=_bool("ordered", ordered),
+            timeout=_seconds("timeout", timeout),
+            task_timeout=_seconds("task_timeout", task_timeout),
+            errors=cast("ErrorPolicy", _choice("errors", errors, ERRORS, allow_none=False)),
+            progress=_progress(progress),
+        )
+
+
+def validate_callable(name: str, fn: object) -> None:
+    """Raise TypeError unless ``fn`` is callable."""
+    if not callable(fn):
+        msg = f"{name} must be callable, got {describe_value(fn)}"
+        raise TypeError(msg)
+
+
+def env_backend() -> BackendName | None:
+    """The backend forced by ``LANEWAY_BACKEND``, if set (validated)."""
+    raw = os.environ.get("LANEWAY_BACKEND", "").strip()
+    if not raw:
+        return None
+    if raw not in BACKENDS:
+        msg = (f"LANEWAY_BACKEND must be one of {', '.join(BACKENDS)} (or unset), "
+               f"got {raw!r}")
+        raise ValueError(msg)
+    return raw
+
+
+def _choice(name: str, value: object, accepted: tuple[str, ...], *, allow_none: bool) -> object:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str):
+        none = " or None" if allow_none else ""
+        msg = (f"{name} must be one of {', '.join(map(repr, accepted))}{none}, "
+               f"got {describe_value(value)}")
+        raise TypeError(msg)
+    if value not in accepted:
+        msg = f"{name} must be one of {', '.join(map(repr, accepted))}, got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+def _positive_int(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"{name} must be a positive int or None, got {describe_value(value)}"
+        raise TypeError(msg)
+    if value < 1:
+        msg = f"{name} must be a positive int or None, got {value}"
+        raise ValueError(msg)
+    return value
+
+
+def _seconds(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{name} must be a positive number of seconds or None, got {describe_value(value)}"
+        raise TypeError(msg)
+    if not value > 0 or math.isnan(value):
+        msg = f"{name} must be a positive number of seconds or None, got {value}"
+        raise ValueError(msg)
+    return float(value)
+
+
+def _bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        msg = f"{name} must be True or False, got {describe_value(value)}"
+        raise TypeError(msg)
+    return value
+
+
+def _progress(value: object) -> Progress:
+    if isinstance(value, bool) or callable(value):
+        return cast("Progress", value)
+    msg = (f"progress must be True, False or a callable taking (done, total), "
+           f"got {describe_value(value)}")
+    raise TypeError(msg)
+

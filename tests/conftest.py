@@ -1,0 +1,76 @@
+"""Shared fixtures: every test must leave no stray thread or process behind.
+
+laneway's own warm pools (threads named ``laneway-*``, the process pool's workers, the
+multiprocessing fork server and resource tracker) are expected to outlive a test;
+anything else that a test started and did not stop fails it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from _support import DEADLOCK_TIMEOUT
+
+
+def _descendants() -> dict[int, str]:
+    """pid -> command line of every live descendant of this process (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] == "Z":  # a zombie is reaped by its parent soon; count live ones only
+            continue
+        parents[int(entry)] = int(fields[1])
+    found: dict[int, str] = {}
+    frontier = [os.getpid()]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in found:
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        found[pid] = f.read().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    found[pid] = "?"
+                frontier.append(pid)
+    return found
+
+
+def _laneway_processes() -> set[int]:
+    from laneway._backends.process import pool
+
+    current = pool._default
+    return set(current.worker_pids()) if current is not None else set()
+
+
+def _is_infrastructure(cmdline: str) -> bool:
+    return "multiprocessing.forkserver" in cmdline or "multiprocessing.resource_tracker" in cmdline
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves a thread or a child process running."""
+    threads_before = set(threading.enumerate())
+    processes_before = set(_descendants())
+    yield
+    stray_threads = [t for t in threading.enumerate()
+                     if t not in threads_before and t.is_alive()
+                     and not t.name.startswith("laneway-")]
+    for thread in stray_threads:
+        thread.join(DEADLOCK_TIMEOUT / 10)
+    stray_threads = [t for t in stray_threads if t.is_alive()]
+    allowed = _laneway_processes() | processes_before
+    stray = {pid: cmd for pid, cmd in _descendants().items()
+             if pid not in allowed and not _is_infrastructure(cmd)}
+    assert not stray_threads, f"test leaked threads: {stray_threads}"
+    assert not stray, f"test leaked processes: {stray}"

@@ -1,0 +1,343 @@
+"""parallel_map and imap on every backend: results, order, laziness, errors, validation."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import pickle
+import threading
+from pathlib import Path
+
+import pytest
+
+import laneway
+from _support import DEADLOCK_TIMEOUT
+from laneway import _context
+
+BACKENDS = ["serial", "thread", "process"]
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def fail_on_three(x: int) -> int:
+    if x == 3:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+class Unpicklable:
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("refuses to be pickled")
+
+
+def make_unpicklable(x: int) -> object:
+    return Unpicklable() if x == 2 else x
+
+
+def record_run(args: tuple[str, int]) -> int:
+    """Create a file per call, failing if the item already ran (exactly-once check)."""
+    folder, x = args
+    fd = os.open(os.path.join(folder, f"{x}.ran"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.close(fd)
+    return x
+
+
+def pid_of(_: object) -> int:
+    return os.getpid()
+
+
+def nested_pids(_: object) -> tuple[bool, list[int]]:
+    inner = laneway.parallel_map(pid_of, range(4), kind="cpu")
+    return _context.in_process_worker(), inner
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_results_in_input_order(backend: str) -> None:
+    """Every backend returns f(x) for each item, in input order."""
+    assert laneway.parallel_map(square, range(500), backend=backend) == [x * x for x in range(500)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unordered_returns_every_result(backend: str) -> None:
+    """ordered=False returns the same results in some order."""
+    got = laneway.parallel_map(square, range(300), backend=backend, ordered=False)
+    assert sorted(got) == [x * x for x in range(300)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_input(backend: str) -> None:
+    """No items, no results, no error."""
+    assert laneway.parallel_map(square, [], backend=backend) == []
+    assert list(laneway.imap(square, iter(()), backend=backend)) == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fixed_chunksize(backend: str) -> None:
+    """A given chunksize is honoured and does not change the results."""
+    got = laneway.parallel_map(square, range(101), backend=backend, chunksize=7, workers=2)
+    assert got == [x * x for x in range(101)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_imap_over_infinite_input_terminates(backend: str) -> None:
+    """imap pulls lazily: islice over itertools.count() stops."""
+    got = list(itertools.islice(laneway.imap(square, itertools.count(), backend=backend), 50))
+    assert got == [x * x for x in range(50)]
+
+
+def test_imap_pulls_only_what_the_window_allows() -> None:
+    """Breaking out early leaves most of a long generator unconsumed."""
+    pulled = itertools.count()
+
+    def source() -> itertools.count[int]:
+        for x in itertools.count():
+            next(pulled)
+            yield x
+
+    results = laneway.imap(square, source(), backend="thread", workers=2)
+    assert next(results) == 0
+    results.close()  # type: ignore[attr-defined]
+    assert next(pulled) < 10_000
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_lambdas_and_closures(backend: str) -> None:
+    """Lambdas and closures run on every backend (cloudpickle for processes)."""
+    offset = 10
+    assert laneway.parallel_map(lambda x: x + offset, [1, 2], backend=backend) == [11, 12]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_raise_reraises_original_type_with_item_note(backend: str) -> None:
+    """errors="raise": the task's own exception, with the item index in a note."""
+    with pytest.raises(ValueError, match="bad item 3") as info:
+        laneway.parallel_map(fail_on_three, range(10), backend=backend)
+    assert any("item #3" in note for note in info.value.__notes__)
+
+
+def test_process_failure_carries_remote_traceback() -> None:
+    """A worker-side exception has the worker traceback as its cause."""
+    with pytest.raises(ValueError) as info:
+        laneway.parallel_map(fail_on_three, range(5), backend="process")
+    cause = info.value.__cause__
+    assert isinstance(cause, laneway.LanewayError) or "fail_on_three" in str(cause)
+    assert "fail_on_three" in str(cause)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_errors_return_places_exceptions(backend: str) -> None:
+    """errors="return": the exception object takes the failing item's place."""
+    got = laneway.parallel_map(fail_on_three, range(6), backend=backend, errors="return")
+    assert got[:3] == [0, 1, 2] and got[4:] == [4, 5]
+    assert isinstance(got[3], ValueError)
+
+
+def test_imap_raise_delivers_results_before_the_failure() -> None:
+    """Ordered imap yields every result before a failing item, then raises."""
+    seen: list[int] = []
+    with pytest.raises(ValueError, match="bad item 3"):
+        seen.extend(laneway.imap(fail_on_three, range(10), backend="thread", chunksize=2))
+    assert seen == [0, 1, 2]
+
+
+def test_unpicklable_item_fails_alone_and_names_the_item() -> None:
+    """An item that cannot be pickled fails with a message naming it; others succeed."""
+    items = [1, threading.Lock(), 3]
+    got = laneway.parallel_map(square_or_passthrough, items, backend="process", errors="return")
+    assert got[0] == 1 and got[2] == 9
+    assert isinstance(got[1], TypeError)
+    assert "item #1" in str(got[1]) and "backend='thread'" in str(got[1])
+    with pytest.raises(TypeError, match="item #1"):
+        laneway.parallel_map(square_or_passthrough, items, backend="process")
+
+
+def square_or_passthrough(x: object) -> object:
+    return x * x if isinstance(x, int) else x
+
+
+def test_unpicklable_result_fails_alone() -> None:
+    """A result that cannot be pickled back fails only its item, naming the type."""
+    got = laneway.parallel_map(make_unpicklable, range(4), backend="process", errors="return")
+    assert got[0] == 0 and got[1] == 1 and got[3] == 3
+    assert isinstance(got[2], laneway.LanewayError)
+    assert "Unpicklable" in str(got[2])
+
+
+def test_unpicklable_function_is_a_clear_error() -> None:
+    """A function that cannot be pickled is refused before anything runs."""
+    lock = threading.Lock()
+    with pytest.raises(TypeError, match="cannot send .* to a process worker"):
+        laneway.parallel_map(lambda x: (lock, x), [1], backend="process")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_item_runs_exactly_once(backend: str, tmp_path: Path) -> None:
+    """No item is run twice and none is skipped."""
+    items = [(str(tmp_path), x) for x in range(400)]
+    assert laneway.parallel_map(record_run, items, backend=backend) == list(range(400))
+    assert len(list(tmp_path.glob("*.ran"))) == 400
+
+
+def test_worker_crash_fails_only_its_item() -> None:
+    """A worker that exits abruptly fails its item with WorkerCrashedError; the rest succeed."""
+    got = laneway.parallel_map(exit_on_five, range(12), backend="process", workers=2,
+                               chunksize=1, errors="return")
+    assert [g for k, g in enumerate(got) if k != 5] == [k for k in range(12) if k != 5]
+    error = got[5]
+    assert isinstance(error, laneway.WorkerCrashedError)
+    assert error.index == 5 and error.exitcode == 3
+    assert "exited with code 3" in str(error) and "item #5" in str(error)
+    # the pool healed: the next call works
+    assert laneway.parallel_map(square, range(4), backend="process") == [0, 1, 4, 9]
+
+
+def exit_on_five(x: int) -> int:
+    if x == 5:
+        os._exit(3)
+    return x
+
+
+def test_timeout_bounds_the_whole_call() -> None:
+    """timeout= raises TimeoutError when the call overruns, and cancels the rest."""
+    release = threading.Event()
+
+    def wait_for_release(x: int) -> int:
+        release.wait(DEADLOCK_TIMEOUT)
+        return x
+
+    with pytest.raises(TimeoutError, match="timeout=0.2"):
+        laneway.parallel_map(wait_for_release, range(4), backend="thread", workers=2,
+                             timeout=0.2)
+    release.set()
+
+
+def test_hint_routes_cpu_work_to_processes(caplog: pytest.LogCaptureFixture) -> None:
+    """A @cpu_bound function goes to processes and the log says why."""
+    fn = laneway.cpu_bound(square_hinted)
+    with caplog.at_level(logging.INFO, logger="laneway"):
+        assert laneway.parallel_map(fn, range(3)) == [0, 1, 4]
+    assert "process backend" in caplog.text and "hinted 'cpu'" in caplog.text
+
+
+def square_hinted(x: int) -> int:
+    return x * x
+
+
+def test_unhinted_work_runs_on_threads_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    """Without a hint, work runs on threads and the reason says profiling is not there."""
+    with caplog.at_level(logging.INFO, logger="laneway"):
+        laneway.parallel_map(square, range(3))
+    assert "thread backend" in caplog.text and "no hint" in caplog.text
+
+
+def test_env_backend_forces_serial(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LANEWAY_BACKEND=serial runs everything in the caller."""
+    monkeypatch.setenv("LANEWAY_BACKEND", "serial")
+    assert set(laneway.parallel_map(pid_of, range(5), kind="cpu")) == {os.getpid()}
+
+
+def test_env_backend_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong LANEWAY_BACKEND is a clear error."""
+    monkeypatch.setenv("LANEWAY_BACKEND", "gpu")
+    with pytest.raises(ValueError, match="LANEWAY_BACKEND.*'gpu'"):
+        laneway.parallel_map(square, [1])
+
+
+def test_nested_calls_in_a_process_worker_do_not_start_processes() -> None:
+    """Inside a process worker, a CPU-hinted laneway call runs on threads."""
+    (in_worker, inner), = laneway.parallel_map(nested_pids, [0], backend="process")
+    assert in_worker is True
+    assert os.getpid() not in inner
+    assert len(set(inner)) == 1  # every inner item ran in the worker process itself
+
+
+def test_concurrent_callers_share_the_pool() -> None:
+    """Eight threads calling parallel_map at once each get their own results."""
+    results: dict[int, list[int]] = {}
+    barrier = threading.Barrier(8)
+
+    def caller(k: int) -> None:
+        barrier.wait(DEADLOCK_TIMEOUT)
+        results[k] = laneway.parallel_map(square, range(k * 100, k * 100 + 200),
+                                          backend="process")
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(DEADLOCK_TIMEOUT)
+    assert all(results[k] == [x * x for x in range(k * 100, k * 100 + 200)] for k in range(8))
+
+
+def test_coroutine_function_results_are_awaited() -> None:
+    """A coroutine function's results are the awaited values."""
+
+    async def double(x: int) -> int:
+        return 2 * x
+
+    assert laneway.parallel_map(double, [1, 2, 3], backend="thread") == [2, 4, 6]
+
+
+def test_progress_callback_reaches_total() -> None:
+    """A progress callable sees (done, total) and ends at total."""
+    calls: list[tuple[int, int | None]] = []
+    laneway.parallel_map(square, range(50), backend="thread",
+                         progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (50, 50)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+
+
+@pytest.mark.parametrize(
+    ("keywords", "error", "pattern"),
+    [
+        ({"workers": 0}, ValueError, "workers must be a positive int or None, got 0"),
+        ({"workers": 2.5}, TypeError, "workers must be a positive int or None, got 2.5"),
+        ({"workers": True}, TypeError, "workers must be a positive int"),
+        ({"chunksize": -1}, ValueError, "chunksize must be a positive int or None, got -1"),
+        ({"backend": "gpu"}, ValueError, "backend must be one of .*'process'.*got 'gpu'"),
+        ({"backend": 3}, TypeError, "backend must be one of"),
+        ({"kind": "fast"}, ValueError, "kind must be one of 'cpu', 'native', 'io', 'async'"),
+        ({"errors": "ignore"}, ValueError, "errors must be one of 'raise', 'return'"),
+        ({"ordered": "yes"}, TypeError, "ordered must be True or False, got 'yes'"),
+        ({"timeout": 0}, ValueError, "timeout must be a positive number of seconds"),
+        ({"timeout": "1"}, TypeError, "timeout must be a positive number of seconds"),
+        ({"task_timeout": -2}, ValueError, "task_timeout must be a positive number"),
+        ({"progress": 3}, TypeError, "progress must be True, False or a callable"),
+    ],
+)
+def test_bad_keywords_are_refused_before_anything_runs(
+    keywords: dict[str, object], error: type[Exception], pattern: str
+) -> None:
+    """Each bad keyword raises, naming the parameter and the value, for map and imap."""
+    ran: list[int] = []
+    with pytest.raises(error, match=pattern):
+        laneway.parallel_map(ran.append, [1, 2], **keywords)  # type: ignore[arg-type]
+    with pytest.raises(error, match=pattern):
+        laneway.imap(ran.append, [1, 2], **keywords)  # type: ignore[arg-type]
+    assert ran == []
+
+
+def test_bad_fn_and_iterable_are_refused() -> None:
+    """A non-callable fn or a non-iterable input is a TypeError naming it."""
+    with pytest.raises(TypeError, match="argument fn must be callable, got 42"):
+        laneway.parallel_map(42, [1])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="argument iterable must be iterable, got int"):
+        laneway.imap(square, 5)  # type: ignore[arg-type]
+
+
+def test_unavailable_backends_say_so() -> None:
+    """Backends of later versions are refused with a clear message, not silently."""
+    with pytest.raises(laneway.LanewayError, match="backend 'dask' is not available"):
+        laneway.parallel_map(square, [1], backend="dask")
+
+
+def test_errors_pickle_round_trip() -> None:
+    """laneway's errors keep their attributes through pickle."""
+    crash = laneway.WorkerCrashedError("boom", pid=7, exitcode=-9, index=3)
+    again = pickle.loads(pickle.dumps(crash))
+    assert (again.pid, again.exitcode, again.index, str(again)) == (7, -9, 3, "boom")
+    timeout = pickle.loads(pickle.dumps(laneway.TaskTimeoutError("slow", index=1, seconds=2.0)))
+    assert isinstance(timeout, TimeoutError) and timeout.seconds == 2.0
