@@ -18,8 +18,8 @@ from typing import Any
 
 from ._errors import Failure, RemoteTaskError
 
-__all__ = ["Batch", "Chunk", "ChunkSizer", "Emit", "decode_failure", "encode_failure",
-           "run_items"]
+__all__ = ["Batch", "Chunk", "ChunkSizer", "Emit", "ItemRunner", "decode_failure",
+           "encode_failure", "run_items"]
 
 FLUSH_INTERVAL_S = 0.002
 """A running chunk reports its finished outcomes at least this often.  Shorter means a
@@ -87,63 +87,100 @@ Emit = Callable[[int, list[Any], dict[int, Failure] | None, float], None]
 """``emit(offset, values, failures, busy_s)``: hand finished outcomes on."""
 
 
-def run_items(
-    fn: Callable[[Any], Any],
-    items: Sequence[Any],
-    emit: Emit,
-    *,
-    catch: type[BaseException] = Exception,
-    started: Callable[[int], None] | None = None,
-    remote: bool = False,
-    clock: Callable[[], float] = perf_counter,
-) -> None:
-    """Call ``fn`` on each item in order, reporting outcomes through ``emit``.
+class ItemRunner:
+    """Calls ``fn`` on each item of a chunk in order, reporting outcomes through ``emit``.
 
     Items run in steps: one item at first, doubling while a step takes less than
     ``STEP_TARGET_S``, so tiny items pay for the clock once per thousands of calls and
-    slow items are reported one by one.  ``started(end)`` is called before a step that
-    will run items up to position ``end`` (the process worker publishes it so the
-    parent knows which items may have run if the worker dies).  Exceptions of type
-    ``catch`` become that item's :class:`Failure`; with ``remote`` the traceback is
-    kept as text for the trip to another process.
+    slow items are reported one by one (``max_step=1`` keeps every step to one item,
+    for per-item deadlines; ``flush_interval=0`` then hands in every outcome at once, so
+    an abandoned item holds back no finished result).  ``started(end)`` is called
+    before a step that will run items up to position ``end`` (the process worker publishes it so the parent knows
+    which items may have run if the worker dies).  Exceptions of type ``catch`` become
+    that item's :class:`Failure`; with ``remote`` the traceback is kept as text for the
+    trip to another process.  Outcomes not yet emitted can be pushed out at any time
+    with :meth:`flush` (a worker told to stop does so), and :meth:`abandon` makes the
+    runner drop the item at a position and stop after it (a thread whose item overran
+    its deadline).
     """
-    n = len(items)
-    pos = 0
-    step = 1
-    offset = 0
-    values: list[Any] = []
-    failures: dict[int, Failure] | None = None
-    flushed_at = clock()
-    while pos < n:
-        end = min(n, pos + step)
-        if started is not None:
-            started(end)
-        step_began = clock()
-        append = values.append
-        while pos < end:
-            try:
-                for item in items[pos:end]:
-                    append(fn(item))
-                pos = end
-            except catch as exc:
-                position = len(values)
-                append(None)
-                if failures is None:
-                    failures = {}
-                failures[position] = _capture(exc, remote)
-                pos = offset + position + 1
-        now = clock()
-        took = now - step_began
-        if took < STEP_TARGET_S:
-            step = min(step * 2, 1 << 16)
-        elif took > 4 * STEP_TARGET_S and step > 1:
-            step = max(1, step // 4)
-        if pos >= n or now - flushed_at >= FLUSH_INTERVAL_S:
-            emit(offset, values, failures, now - flushed_at)
-            offset = pos
-            values = []
-            failures = None
-            flushed_at = now
+
+    def __init__(self, fn: Callable[[Any], Any], items: Sequence[Any], emit: Emit, *,
+                 catch: type[BaseException] = Exception,
+                 started: Callable[[int], None] | None = None, remote: bool = False,
+                 max_step: int = 1 << 16, flush_interval: float = FLUSH_INTERVAL_S,
+                 clock: Callable[[], float] = perf_counter) -> None:
+        self._fn = fn
+        self._items = items
+        self._emit = emit
+        self._catch = catch
+        self._started = started
+        self._remote = remote
+        self._max_step = max_step
+        self._flush_interval = flush_interval
+        self._clock = clock
+        self._offset = 0
+        self._values: list[Any] = []
+        self._failures: dict[int, Failure] | None = None
+        self._flushed_at = clock()
+        self._abandoned_at: int | None = None
+
+    def run(self) -> None:
+        """Run every item (or up to an abandoned one), emitting as it goes."""
+        items, fn, catch, n = self._items, self._fn, self._catch, len(self._items)
+        pos = 0
+        step = 1
+        while pos < n:
+            end = min(n, pos + step)
+            if self._started is not None:
+                self._started(end)
+            step_began = self._clock()
+            values = self._values
+            append = values.append
+            while pos < end:
+                try:
+                    for item in items[pos:end]:
+                        append(fn(item))
+                    pos = end
+                except catch as exc:
+                    position = len(values)
+                    append(None)
+                    if self._failures is None:
+                        self._failures = {}
+                    self._failures[position] = _capture(exc, self._remote)
+                    pos = self._offset + position + 1
+            if self._abandoned_at is not None and pos > self._abandoned_at:
+                del values[self._abandoned_at - self._offset:]
+                self.flush()
+                return
+            now = self._clock()
+            took = now - step_began
+            if took < STEP_TARGET_S:
+                step = min(step * 2, self._max_step)
+            elif took > 4 * STEP_TARGET_S and step > 1:
+                step = max(1, step // 4)
+            if pos >= n or now - self._flushed_at >= self._flush_interval:
+                self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        """Emit the outcomes gathered since the last emit (if any)."""
+        now = self._clock() if now is None else now
+        values, failures = self._values, self._failures
+        if values:
+            if failures:
+                failures = {k: f for k, f in failures.items() if k < len(values)}
+            self._values, self._failures = [], None
+            self._emit(self._offset, values, failures or None, now - self._flushed_at)
+            self._offset += len(values)
+        self._flushed_at = now
+
+    def abandon(self, position: int) -> None:
+        """Drop the outcome of the item at ``position`` and stop once it returns."""
+        self._abandoned_at = position
+
+
+def run_items(fn: Callable[[Any], Any], items: Sequence[Any], emit: Emit, **options: Any) -> None:
+    """Run a whole chunk with an :class:`ItemRunner` (see there for ``options``)."""
+    ItemRunner(fn, items, emit, **options).run()
 
 
 def _capture(exc: BaseException, remote: bool) -> Failure:

@@ -105,6 +105,11 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None) -> 
 
         msg = f"backend {backend!r} is not available in this version of laneway yet"
         raise LanewayError(msg)
+    if backend == "serial" and options.task_timeout is not None:
+        msg = (f"task_timeout needs the 'thread' or 'process' backend (a serial item runs "
+               f"in the caller and cannot be interrupted), but {reason[0].lower()}"
+               f"{reason[1:]}")
+        raise ValueError(msg)
     workers = _workers(backend, kind, options.workers, cpus, total)
     return Plan(backend, workers, options.chunksize, kind, reason + ".")
 

@@ -44,6 +44,9 @@ class BackendRun(Protocol):
     def close(self) -> None:
         """Stop: drop what has not started, ignore what is still running."""
 
+    def check_deadlines(self) -> float | None:
+        """Enforce per-item deadlines kept in the caller; seconds until the next one."""
+
 
 def total_of(iterable: Iterable[Any]) -> int | None:
     """The number of items, when the iterable knows it without being consumed."""
@@ -72,11 +75,13 @@ class Run:
         if backend == "process":
             from ._backends.process.pool import default_pool
 
-            return default_pool().open_run(self.fn, self._sink, workers)
+            return default_pool().open_run(self.fn, self._sink, workers,
+                                           self.options.task_timeout)
         if backend == "thread":
             from ._backends.threads import ThreadRun, default_thread_pool
 
-            return ThreadRun(default_thread_pool(), self.fn, self._sink, workers)
+            return ThreadRun(default_thread_pool(), self.fn, self._sink, workers,
+                             self.options.task_timeout)
         from ._backends.serial import SerialRun
 
         return SerialRun(self.fn, self._sink)
@@ -120,7 +125,7 @@ class Run:
                     backend.submit(chunk)
                 if not remaining and not reorder:
                     return
-                batch = self._next_batch(deadline, dispatched, done)
+                batch = self._next_batch(backend, deadline, dispatched, done)
                 batch.decode()
                 sizer.observe(batch.count, batch.busy_s)
                 left = remaining[batch.chunk_id] - batch.count
@@ -148,16 +153,21 @@ class Run:
             backend.close()
             report(None)
 
-    def _next_batch(self, deadline: float | None, dispatched: int, done: int) -> Batch:
-        if deadline is None:
-            return self._sink.get()
-        try:
-            return self._sink.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            msg = (f"{self.fn_name} did not finish within timeout={self.options.timeout}s: "
-                   f"{done} of {dispatched} items started so far were delivered; the rest "
-                   f"were cancelled")
-            raise TimeoutError(msg) from None
+    def _next_batch(self, backend: BackendRun, deadline: float | None, dispatched: int,
+                    done: int) -> Batch:
+        while True:
+            waits = [backend.check_deadlines()]
+            if deadline is not None:
+                waits.append(max(0.0, deadline - time.monotonic()))
+            wait = min((w for w in waits if w is not None), default=None)
+            try:
+                return self._sink.get(timeout=wait) if wait is not None else self._sink.get()
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    msg = (f"{self.fn_name} did not finish within "
+                           f"timeout={self.options.timeout}s: {done} of {dispatched} items "
+                           f"started so far were delivered; the rest were cancelled")
+                    raise TimeoutError(msg) from None
 
     def _first_failure(self, batch: Batch) -> BaseException:
         assert batch.failures is not None

@@ -36,3 +36,6 @@ class SerialRun:
 
     def close(self) -> None:
         """Nothing runs in the background, so nothing to stop."""
+
+    def check_deadlines(self) -> None:
+        """Serial runs have no per-item deadlines (the router refuses task_timeout)."""

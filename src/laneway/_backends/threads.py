@@ -13,12 +13,13 @@ import itertools
 import os
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .._chunks import Batch, Chunk, run_items
-from .._errors import Failure
+from .._chunks import FLUSH_INTERVAL_S, Batch, Chunk, ItemRunner
+from .._errors import Failure, TaskTimeoutError
 
 __all__ = ["ThreadPool", "ThreadRun", "default_thread_pool"]
 
@@ -71,18 +72,41 @@ class ThreadPool:
             del job
 
 
+class _Active:
+    """A chunk running on a thread, and (timed runs) the item it is on."""
+
+    __slots__ = ("abandoned", "chunk", "position", "runner", "since")
+
+    def __init__(self, chunk: Chunk) -> None:
+        self.chunk = chunk
+        self.runner: ItemRunner | None = None
+        self.position = -1
+        self.since: float | None = None
+        self.abandoned = False
+
+
 class ThreadRun:
-    """One run on the thread pool: at most ``workers`` of its chunks run at once."""
+    """One run on the thread pool: at most ``workers`` of its chunks run at once.
+
+    With ``task_timeout``, each item's start is recorded; :meth:`check_deadlines` (called
+    by the pipeline) fails an item that overran with :class:`TaskTimeoutError`, abandons
+    its thread (a thread cannot be stopped: it finishes the item and its result is
+    dropped), gives the run its thread slot back and re-submits the chunk's other items.
+    """
 
     def __init__(self, pool: ThreadPool, fn: Callable[[Any], Any],
-                 sink: queue.SimpleQueue[Any], workers: int) -> None:
+                 sink: queue.SimpleQueue[Any], workers: int,
+                 task_timeout: float | None = None) -> None:
         self._pool = pool
         self._fn = fn
+        self._fn_name = getattr(fn, "__qualname__", None) or repr(fn)
         self._sink = sink
         self._workers = workers
+        self._task_timeout = task_timeout
         self._lock = threading.Lock()
         self._running = 0
         self._waiting: deque[Chunk] = deque()
+        self._active: set[_Active] = set()
         self._closed = False
 
     def submit(self, chunk: Chunk) -> None:
@@ -100,17 +124,70 @@ class ThreadRun:
             self._closed = True
             self._waiting.clear()
 
+    def check_deadlines(self) -> float | None:
+        """Fail items past ``task_timeout``; seconds until the next deadline (or None)."""
+        timeout = self._task_timeout
+        if timeout is None:
+            return None
+        now = time.monotonic()
+        expired: list[_Active] = []
+        with self._lock:
+            for active in list(self._active):
+                if active.since is not None and now - active.since >= timeout:
+                    active.abandoned = True
+                    assert active.runner is not None
+                    active.runner.abandon(active.position)
+                    self._active.discard(active)
+                    self._running -= 1
+                    expired.append(active)
+            upcoming = [a.since + timeout for a in self._active if a.since is not None]
+            if self._running:  # an item that starts from now on overruns no sooner than this
+                upcoming.append(now + timeout)
+        for active in expired:
+            chunk, position = active.chunk, active.position
+            index = chunk.start + position
+            error = TaskTimeoutError(
+                f"{self._fn_name}(item #{index}) ran longer than task_timeout={timeout}s; "
+                f"it was abandoned (a thread cannot be stopped: it finishes in the "
+                f"background and its result is dropped). Other items were not affected.",
+                index=index, seconds=timeout,
+            )
+            if not self._closed:
+                self._sink.put(Batch(chunk.id, index, 1, now - (active.since or now), [None],
+                                     {0: Failure(error)}))
+            rest = chunk.items[position + 1:]
+            if rest and not self._closed:
+                self.submit(Chunk(chunk.id, index + 1, rest))
+        return max(0.0, min(upcoming) - now) if upcoming else None
+
     def _run(self, chunk: Chunk) -> None:
+        timed = self._task_timeout is not None
         while True:
+            active = _Active(chunk)
+
             def emit(offset: int, values: list[Any], failures: dict[int, Failure] | None,
                      busy_s: float, chunk: Chunk = chunk) -> None:
                 if not self._closed:
                     self._sink.put(Batch(chunk.id, chunk.start + offset, len(values), busy_s,
                                          values, failures))
 
-            if not self._closed:
-                run_items(self._fn, chunk.items, emit)
+            def started(end: int, active: _Active = active) -> None:
+                with self._lock:
+                    active.position = end - 1
+                    active.since = time.monotonic()
+
+            active.runner = ItemRunner(self._fn, chunk.items, emit,
+                                       started=started if timed else None,
+                                       max_step=1 if timed else 1 << 16,
+                                       flush_interval=0.0 if timed else FLUSH_INTERVAL_S)
             with self._lock:
+                self._active.add(active)
+            if not self._closed:
+                active.runner.run()
+            with self._lock:
+                self._active.discard(active)
+                if active.abandoned:
+                    return  # check_deadlines gave this thread's slot back already
                 if self._closed or not self._waiting:
                     self._running -= 1
                     return

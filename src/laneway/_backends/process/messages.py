@@ -8,17 +8,20 @@ result frame without unpickling user data; bodies are unpickled by whoever needs
 parent -> worker
     FUNCTION  header ``(kind, key)`` + the cloudpickled function.  The worker caches it
               under ``key`` (a digest of the bytes), in an LRU that the parent mirrors.
-    CHUNK     header ``(kind, seq, isolated, key)`` + the pickled list of items (or,
-              when ``isolated``, a list of separately pickled items, so one item that
-              fails to unpickle fails alone).
+    CHUNK     header ``(kind, seq, flags, key)`` + the pickled list of items (or,
+              with ``ISOLATED``, a list of separately pickled items, so one item that
+              fails to unpickle fails alone).  With ``TIMED`` the worker runs one item
+              per step and stamps each item's start time (per-item deadlines).
 worker -> parent
     RESULTS   header ``(kind, done, offset, count, busy_s)`` + pickled
               ``(values, {position: failure_blob})``.  ``done`` ends the chunk.
     UNREADABLE header as RESULTS (count 0, done) + UTF-8 text: the chunk's items could
               not be unpickled as a whole; the parent re-sends it isolated.
 
-Each worker also shares a tiny array with the parent, ``progress = [seq, started]``:
-the chunk it is running and the end of the range of items it may have started.  If
+Each worker also shares a tiny array with the parent, ``progress = [seq, started,
+started_ns]``: the chunk it is running, the end of the range of items it may have
+started, and (timed chunks) when the current item started, in ``time.monotonic_ns()``
+(a system-wide clock, comparable between processes).  If
 the worker dies, items before ``started`` may have run (they fail with
 WorkerCrashedError) and items after it have not (they are sent to another worker):
 no item ever runs twice.
@@ -44,5 +47,13 @@ FUNCTION_CACHE_SIZE = 16
 """Functions a worker keeps unpickled.  Parent and worker apply the same LRU rule to
 the same sequence of messages, so the parent always knows what the worker holds."""
 
+ISOLATED = 1
+TIMED = 2
+
 PROGRESS_SEQ = 0
 PROGRESS_STARTED = 1
+PROGRESS_STARTED_NS = 2
+PROGRESS_SLOTS = 3
+
+STOPPED_EXIT_CODE = 75
+"""Exit code of a worker that flushed its results and exited on SIGTERM (a timeout)."""

@@ -51,7 +51,14 @@ from typing import Any
 import cloudpickle
 
 from ..._chunks import Batch, Chunk
-from ..._errors import Failure, LanewayError, WorkerCrashedError, describe_value, exit_description
+from ..._errors import (
+    Failure,
+    LanewayError,
+    TaskTimeoutError,
+    WorkerCrashedError,
+    describe_value,
+    exit_description,
+)
 from . import messages as m
 from . import worker as worker_module
 
@@ -68,6 +75,10 @@ in the pipe's buffer, so sending it never waits for the worker to finish its job
 MAX_CRASHES_IN_A_ROW = 5
 """A run whose items kill this many workers in a row, with no success in between, is
 stopped: its remaining items fail instead of killing workers forever."""
+
+STOP_GRACE_S = 1.0
+"""A worker asked to stop (SIGTERM) because its item overran ``task_timeout`` gets this
+long to hand in its finished results and exit before it is killed (SIGKILL)."""
 
 CANCEL_GRACE_S = 0.2
 """After a run is cancelled, a worker still busy with its items this long is killed
@@ -132,7 +143,7 @@ class _Job:
     start: int
     items: list[Any]
     frame: bytes | memoryview
-    isolated: bool
+    flags: int
     seq: int
     delivered: int = 0
 
@@ -140,8 +151,9 @@ class _Job:
 def _make_job(run: ProcessRun, chunk_id: int, start: int, items: list[Any],
               isolated: bool = False) -> _Job:
     seq = next(_seq)
+    flags = (m.ISOLATED if isolated else 0) | (m.TIMED if run.task_timeout else 0)
     buf = io.BytesIO()
-    buf.write(m.CHUNK_HEADER.pack(m.CHUNK, seq, isolated, run.key))
+    buf.write(m.CHUNK_HEADER.pack(m.CHUNK, seq, flags, run.key))
     body = [_dumps(item) for item in items] if isolated else items
     try:
         pickle.dump(body, buf, pickle.HIGHEST_PROTOCOL)
@@ -149,7 +161,7 @@ def _make_job(run: ProcessRun, chunk_id: int, start: int, items: list[Any],
         buf.seek(m.CHUNK_HEADER.size)
         buf.truncate()
         buf.write(cloudpickle.dumps(body, pickle.HIGHEST_PROTOCOL))
-    return _Job(run, chunk_id, start, items, buf.getbuffer(), isolated, seq)
+    return _Job(run, chunk_id, start, items, buf.getbuffer(), flags, seq)
 
 
 @dataclass(eq=False)
@@ -161,14 +173,17 @@ class _Worker:
     functions: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     idle_since: float = field(default_factory=time.monotonic)
     busy_since: float = 0.0
+    stopping: tuple[int, int] | None = None  # (job seq, position) of an overrunning item
+    kill_at: float | None = None
 
 
 class ProcessRun:
     """One run's use of the pool: its function, its result queue, its worker limit."""
 
     def __init__(self, pool: ProcessPool, fn: Callable[[Any], Any], sink: queue.SimpleQueue[Any],
-                 workers: int) -> None:
+                 workers: int, task_timeout: float | None = None) -> None:
         self.pool = pool
+        self.task_timeout = task_timeout
         self.fn_name = getattr(fn, "__qualname__", None) or describe_value(fn)
         self.function_frame = dumps_function(fn)
         self.key = hashlib.blake2b(self.function_frame, digest_size=m.KEY_BYTES).digest()
@@ -221,6 +236,9 @@ class ProcessRun:
         """Drop this run's queued jobs; workers still busy with it are stopped soon."""
         self.pool.cancel(self)
 
+    def check_deadlines(self) -> None:
+        """Per-item deadlines are kept by the pool's collector thread, not the caller."""
+
 
 class ProcessPool:
     """A pool of warm worker processes shared by every run (see the module docstring)."""
@@ -244,9 +262,9 @@ class ProcessPool:
     # -- the run-facing side ------------------------------------------------------------
 
     def open_run(self, fn: Callable[[Any], Any], sink: queue.SimpleQueue[Any],
-                 workers: int) -> ProcessRun:
+                 workers: int, task_timeout: float | None = None) -> ProcessRun:
         """Prepare a run (pickles ``fn`` once) and make sure ``workers`` workers exist."""
-        run = ProcessRun(self, fn, sink, workers)
+        run = ProcessRun(self, fn, sink, workers, task_timeout)
         with self._lock:
             if self._closed:
                 msg = "the laneway process pool has been shut down"
@@ -319,7 +337,7 @@ class ProcessPool:
 
     def _spawn_locked(self) -> None:
         parent_end, child_end = self._ctx.Pipe(duplex=True)
-        progress = self._ctx.RawArray("q", 2)
+        progress = self._ctx.RawArray("q", m.PROGRESS_SLOTS)
         native_threads = max(1, (os.cpu_count() or 1) // max(1, self._target))
         process = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_module.main,
@@ -464,8 +482,12 @@ class ProcessPool:
                 running = position == 0 and worker.progress[m.PROGRESS_SEQ] == job.seq
                 begun = max(job.delivered, worker.progress[m.PROGRESS_STARTED]) if running \
                     else job.delivered
-                if begun > job.delivered and not job.run.closed:
-                    self._fail_crashed_locked(worker, job, begun, exitcode)
+                timed_out = running and worker.stopping == (job.seq, begun - 1)
+                lost_until = begun - 1 if timed_out else begun
+                if not job.run.closed and lost_until > job.delivered:
+                    self._fail_crashed_locked(worker, job, lost_until, exitcode)
+                if not job.run.closed and timed_out:
+                    self._fail_timed_out_locked(job, begun - 1)
                 if begun < len(job.items) and not job.run.closed:
                     if begun == 0:
                         requeue.append(job)
@@ -478,6 +500,17 @@ class ProcessPool:
             ):
                 self._spawn_locked()
             self._assign_locked()
+
+    def _fail_timed_out_locked(self, job: _Job, position: int) -> None:
+        run = job.run
+        index = job.start + position
+        seconds = run.task_timeout
+        error = TaskTimeoutError(
+            f"{run.fn_name}(item #{index}) ran longer than task_timeout={seconds}s; its "
+            f"worker process was stopped and replaced. Other items were not affected.",
+            index=index, seconds=seconds,
+        )
+        run.deliver_failures(job.chunk_id, index, 1, error)
 
     def _fail_crashed_locked(self, worker: _Worker, job: _Job, begun: int,
                              exitcode: int | None) -> None:
@@ -501,13 +534,36 @@ class ProcessPool:
                 self._pending.remove(other)
                 run.deliver_failures(other.chunk_id, other.start, len(other.items), run.broken)
 
-    # -- timers: idle workers, cancelled runs --------------------------------------------
+    # -- timers: idle workers, cancelled runs, item deadlines, kills ----------------------
+
+    @staticmethod
+    def _item_deadline(worker: _Worker) -> float | None:
+        """When the item the worker is running overruns its run's task_timeout."""
+        if not worker.inflight or worker.stopping is not None:
+            return None
+        job = worker.inflight[0]
+        timeout = job.run.task_timeout
+        progress = worker.progress
+        if timeout is None or progress[m.PROGRESS_SEQ] != job.seq \
+                or progress[m.PROGRESS_STARTED] <= job.delivered:
+            return None
+        return progress[m.PROGRESS_STARTED_NS] / 1e9 + timeout
 
     def _next_timer_locked(self) -> float | None:
         now = time.monotonic()
         deadlines = [w.idle_since + self._idle_timeout for w in self._workers if not w.inflight]
         deadlines += [r.cancelled_at + CANCEL_GRACE_S for r in self._cancelled
                       if r.cancelled_at is not None]
+        deadlines += [w.kill_at for w in self._workers if w.kill_at is not None]
+        for w in self._workers:
+            deadline = self._item_deadline(w)
+            if deadline is None and w.inflight and w.stopping is None \
+                    and w.inflight[0].run.task_timeout is not None:
+                # Between items, or not started: an item that starts from now on cannot
+                # overrun before now + task_timeout, so look again then.
+                deadline = now + w.inflight[0].run.task_timeout
+            if deadline is not None:
+                deadlines.append(deadline)
         return max(0.0, min(deadlines) - now) if deadlines else None
 
     def _run_timers(self) -> None:
@@ -520,6 +576,14 @@ class ProcessPool:
                 w.process.join(1.0)
             self._target = min(self._target, len(self._workers)) if not self._workers \
                 else self._target
+            for w in self._workers:
+                deadline = self._item_deadline(w)
+                if deadline is not None and now >= deadline:
+                    w.stopping = (w.inflight[0].seq, w.progress[m.PROGRESS_STARTED] - 1)
+                    w.kill_at = now + STOP_GRACE_S
+                    w.process.terminate()  # the worker flushes its results and exits
+                elif w.kill_at is not None and now >= w.kill_at:
+                    w.process.kill()
             due = [r for r in self._cancelled
                    if r.cancelled_at is not None and now - r.cancelled_at >= CANCEL_GRACE_S]
             for run in due:

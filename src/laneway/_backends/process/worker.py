@@ -14,6 +14,7 @@ import os
 import pickle
 import signal
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, MutableSequence
 from multiprocessing.connection import Connection
@@ -24,7 +25,7 @@ import cloudpickle  # functions arrive cloudpickled: import it before the first 
 # The two imports above are here so that the fork server, which preloads this module,
 # has them already: a worker forked from it then starts in a few milliseconds.
 from ... import _context
-from ..._chunks import encode_failure, run_items
+from ..._chunks import ItemRunner, encode_failure
 from ..._errors import Failure, RemoteTaskError
 from . import messages as m
 
@@ -57,10 +58,9 @@ def main(conn: Connection, alive: Connection, progress: MutableSequence[int],
             while len(functions) > m.FUNCTION_CACHE_SIZE:
                 functions.popitem(last=False)
         else:
-            _, seq, isolated, key = m.CHUNK_HEADER.unpack_from(view)
+            _, seq, flags, key = m.CHUNK_HEADER.unpack_from(view)
             functions.move_to_end(key)
-            _run_chunk(conn, functions[key], seq, bool(isolated),
-                       view[m.CHUNK_HEADER.size:], progress)
+            _run_chunk(conn, functions[key], seq, flags, view[m.CHUNK_HEADER.size:], progress)
 
 
 def _exit_with_parent(alive: Connection) -> None:
@@ -86,7 +86,7 @@ def _load_function(body: memoryview) -> Callable[[Any], Any]:
     return fn
 
 
-def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, isolated: bool,
+def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, flags: int,
                body: memoryview, progress: MutableSequence[int]) -> None:
     try:
         items: list[Any] = pickle.loads(body)
@@ -94,26 +94,47 @@ def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, isolated: b
         text = f"{type(exc).__name__}: {exc}".encode()
         conn.send_bytes(m.RESULT_HEADER.pack(m.UNREADABLE, 1, 0, 0, 0.0) + text)
         return
-    if isolated:
+    if flags & m.ISOLATED:
         items = [_IsolatedItem(blob) for blob in items]
         fn = _isolated_caller(fn)
+    timed = bool(flags & m.TIMED)
     progress[m.PROGRESS_STARTED] = 0
     progress[m.PROGRESS_SEQ] = seq
     total = len(items)
-    sent = 0
+    sending = False
 
     def started(end: int) -> None:
+        if timed:
+            progress[m.PROGRESS_STARTED_NS] = time.monotonic_ns()
         progress[m.PROGRESS_STARTED] = end
 
     def emit(offset: int, values: list[Any], failures: dict[int, Failure] | None,
              busy_s: float) -> None:
-        nonlocal sent
-        sent = offset + len(values)
+        nonlocal sending
+        done = offset + len(values) == total
         body = _encode_outcomes(values, failures)
-        header = m.RESULT_HEADER.pack(m.RESULTS, sent == total, offset, len(values), busy_s)
-        conn.send_bytes(header + body)
+        sending = True
+        conn.send_bytes(m.RESULT_HEADER.pack(m.RESULTS, done, offset, len(values), busy_s)
+                        + body)
+        sending = False
 
-    run_items(fn, items, emit, catch=BaseException, started=started, remote=True)
+    runner = ItemRunner(fn, items, emit, catch=BaseException, started=started, remote=True,
+                        max_step=1 if timed else 1 << 16)
+    if not timed:
+        runner.run()
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        # The parent stops a worker whose item overran: hand in what finished, then go.
+        if not sending:
+            runner.flush()
+        os._exit(m.STOPPED_EXIT_CODE)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        runner.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _IsolatedItem:
