@@ -91,17 +91,16 @@ class ItemRunner:
     """Calls ``fn`` on each item of a chunk in order, reporting outcomes through ``emit``.
 
     Items run in steps: one item at first, doubling while a step takes less than
-    ``STEP_TARGET_S``, so tiny items pay for the clock once per thousands of calls and
-    slow items are reported one by one (``max_step=1`` keeps every step to one item,
-    for per-item deadlines; ``flush_interval=0`` then hands in every outcome at once, so
-    an abandoned item holds back no finished result).  ``started(end)`` is called
-    before a step that will run items up to position ``end`` (the process worker publishes it so the parent knows
-    which items may have run if the worker dies).  Exceptions of type ``catch`` become
-    that item's :class:`Failure`; with ``remote`` the traceback is kept as text for the
-    trip to another process.  Outcomes not yet emitted can be pushed out at any time
-    with :meth:`flush` (a worker told to stop does so), and :meth:`abandon` makes the
-    runner drop the item at a position and stop after it (a thread whose item overran
-    its deadline).
+    ``STEP_TARGET_S``, so tiny items pay for the clock once per thousands of calls and slow
+    items are reported one by one (``max_step=1`` keeps every step to one item, for per-item
+    deadlines; ``flush_interval=0`` then hands in every outcome at once, so an abandoned
+    item holds back no finished result). ``started(end)`` is called before a step that will
+    run items up to position ``end`` (the process worker publishes it so the parent knows
+    which items may have run if the worker dies). Exceptions of type ``catch`` become that
+    item's :class:`Failure`; with ``remote`` the traceback is kept as text for the trip to
+    another process. Outcomes not yet emitted can be pushed out at any time with
+    :meth:`flush` (a worker told to stop does so), and :meth:`abandon` makes the runner drop
+    the item at a position and stop after it (a thread whose item overran its deadline).
     """
 
     def __init__(self, fn: Callable[[Any], Any], items: Sequence[Any], emit: Emit, *,
