@@ -325,6 +325,9 @@ class ProcessPool:
         else:
             for w in workers:
                 w.conn.close()
+        for w in workers:
+            if w.inflight:  # nobody will collect its results: do not wait for them
+                w.process.kill()
         deadline = time.monotonic() + timeout
         for w in workers:
             w.process.join(max(0.0, deadline - time.monotonic()))
