@@ -492,7 +492,13 @@ class ProcessPool:
                 if not job.run.closed and timed_out:
                     self._fail_timed_out_locked(job, begun - 1)
                 if begun < len(job.items) and not job.run.closed:
-                    if begun == 0:
+                    if position == 0 and not running and not job.flags & m.ISOLATED:
+                        # It died before starting this job, perhaps unpickling it: send the
+                        # items one by one, so that an item that kills a worker as it is
+                        # unpickled fails alone instead of killing worker after worker.
+                        requeue.append(_make_job(job.run, job.chunk_id, job.start, job.items,
+                                                 isolated=True))
+                    elif begun == 0:
                         requeue.append(job)
                     else:
                         requeue.append(_make_job(job.run, job.chunk_id, job.start + begun,

@@ -118,8 +118,11 @@ def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, flags: int,
                         + body)
         sending = False
 
+    # flush_interval=0: every finished step is handed in before the next one starts, so
+    # if the worker dies, only the step it was in (one item, unless items take well under
+    # STEP_TARGET_S) can be in doubt; everything before it was already delivered.
     runner = ItemRunner(fn, items, emit, catch=BaseException, started=started, remote=True,
-                        max_step=1 if timed else 1 << 16)
+                        max_step=1 if timed else 1 << 16, flush_interval=0.0)
     if not timed:
         runner.run()
         return

@@ -1,0 +1,144 @@
+"""The fault matrix: each kind of fault fails only its own item, whatever the entry point."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import laneway
+from _support import DEADLOCK_TIMEOUT
+from laneway._errors import RemoteTaskError
+
+BAD = 8
+ITEMS = 20
+
+
+class Unpicklable:
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError("refuses to be pickled")
+
+
+class ExitOnUnpickle:
+    """Pickles fine in the parent; unpickling it kills the worker."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os._exit, (4,))
+
+
+def fault(kind: str) -> Callable[[Any], Any]:
+    """The task function for a fault kind: item BAD misbehaves, the others return x."""
+    return {
+        "raise": raise_on_bad, "exit": exit_on_bad, "sigkill": sigkill_on_bad,
+        "segfault": segfault_on_bad, "bad_result": bad_result_on_bad, "hang": hang_on_bad,
+    }.get(kind, identity)
+
+
+def work() -> None:
+    """About a millisecond of task work: items this long run (and crash) one at a time."""
+    time.sleep(0.001)
+
+
+def identity(x: Any) -> Any:
+    work()
+    return x if isinstance(x, int) else -1
+
+
+def raise_on_bad(x: int) -> int:
+    work()
+    if x == BAD:
+        raise ValueError("task failed")
+    return x
+
+
+def exit_on_bad(x: int) -> int:
+    work()
+    if x == BAD:
+        os._exit(1)
+    return x
+
+
+def sigkill_on_bad(x: int) -> int:
+    work()
+    if x == BAD:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def segfault_on_bad(x: int) -> int:
+    work()
+    if x == BAD:
+        ctypes.string_at(0)
+    return x
+
+
+def bad_result_on_bad(x: int) -> object:
+    work()
+    return Unpicklable() if x == BAD else x
+
+
+def hang_on_bad(x: int) -> int:
+    work()
+    if x == BAD:
+        time.sleep(DEADLOCK_TIMEOUT)  # runaway work that task_timeout must stop
+    return x
+
+
+FAULTS: dict[str, tuple[type[BaseException], str]] = {
+    "raise": (ValueError, "task failed"),
+    "exit": (laneway.WorkerCrashedError, "exited with code 1"),
+    "sigkill": (laneway.WorkerCrashedError, "SIGKILL"),
+    "segfault": (laneway.WorkerCrashedError, "SIGSEGV"),
+    "bad_result": (RemoteTaskError, "cannot be pickled"),
+    "hang": (laneway.TaskTimeoutError, "task_timeout"),
+    "pickle_item": (TypeError, "cannot send item #8"),
+    "unpickle_exit": (laneway.WorkerCrashedError, "exited with code 4"),
+}
+
+
+def _items(kind: str) -> list[Any]:
+    items: list[Any] = list(range(ITEMS))
+    if kind == "pickle_item":
+        items[BAD] = Unpicklable()
+    elif kind == "unpickle_exit":
+        items[BAD] = ExitOnUnpickle()
+    return items
+
+
+@pytest.mark.parametrize("entry", ["parallel_map", "imap_unordered"])
+@pytest.mark.parametrize("kind", sorted(FAULTS))
+def test_fault_fails_only_its_item(kind: str, entry: str) -> None:
+    """The faulty item gets the expected error; every innocent item its result."""
+    error_type, text = FAULTS[kind]
+    options: dict[str, Any] = {"backend": "process", "workers": 2, "errors": "return",
+                               "task_timeout": 2 if kind == "hang" else None}
+    fn, items = fault(kind), _items(kind)
+    if entry == "parallel_map":
+        got = laneway.parallel_map(fn, items, **options)
+    else:
+        got = list(laneway.imap(fn, items, ordered=False, **options))
+    failures = [g for g in got if isinstance(g, BaseException)]
+    assert len(got) == ITEMS
+    assert len(failures) == 1, failures
+    assert isinstance(failures[0], error_type), failures[0]
+    assert text in str(failures[0])
+    assert sorted(g for g in got if not isinstance(g, BaseException)) == \
+        [x for x in range(ITEMS) if x != BAD]
+
+
+def crash_always(x: int) -> int:
+    os._exit(2)
+
+
+def test_a_function_that_kills_every_worker_stops_the_run() -> None:
+    """After a few crashes in a row the run fails with a clear message instead of looping."""
+    got = laneway.parallel_map(crash_always, range(30), backend="process", workers=2,
+                               chunksize=1, errors="return")
+    assert all(isinstance(g, laneway.LanewayError) for g in got)
+    assert any("in a row" in str(g) for g in got)
+    assert laneway.parallel_map(identity, range(3), backend="process") == [0, 1, 2]
