@@ -226,11 +226,20 @@ def square_hinted(x: int) -> int:
     return x * x
 
 
-def test_unhinted_work_runs_on_threads_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
-    """Without a hint, work runs on threads and the reason says profiling is not there."""
+def test_unhinted_tiny_work_is_measured_and_runs_serially(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without a hint, tiny work is measured, stays in the caller, and the log says why."""
     with caplog.at_level(logging.INFO, logger="laneway"):
-        laneway.parallel_map(square, range(3))
-    assert "thread backend" in caplog.text and "no hint" in caplog.text
+        assert laneway.parallel_map(square_unhinted, range(20_000)) == \
+            [x * x for x in range(20_000)]
+    assert "serial backend" in caplog.text and "measured" in caplog.text
+    plan = laneway.last_plan()
+    assert plan is not None and plan.backend == "serial"
+
+
+def square_unhinted(x: int) -> int:
+    return x * x
 
 
 def test_env_backend_forces_serial(monkeypatch: pytest.MonkeyPatch) -> None:

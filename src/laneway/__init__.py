@@ -21,18 +21,25 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._api import imap, parallel_map
+    from ._classify import Profile, classify
     from ._cpus import available_cpus
     from ._errors import LanewayError, TaskTimeoutError, WorkerCrashedError
     from ._hints import cpu_bound, io_bound
+    from ._router import Plan
+    from ._run import last_plan
 
 __all__ = [
     "LanewayError",
+    "Plan",
+    "Profile",
     "TaskTimeoutError",
     "WorkerCrashedError",
     "available_cpus",
+    "classify",
     "cpu_bound",
     "imap",
     "io_bound",
+    "last_plan",
     "parallel_map",
 ]
 
@@ -40,6 +47,10 @@ __version__ = "0.1.0.dev0"
 
 _HOMES = {
     "LanewayError": "._errors",
+    "Plan": "._router",
+    "Profile": "._classify",
+    "classify": "._classify",
+    "last_plan": "._run",
     "TaskTimeoutError": "._errors",
     "WorkerCrashedError": "._errors",
     "available_cpus": "._cpus",

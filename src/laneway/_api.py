@@ -7,13 +7,11 @@ drive the shared pipeline (``_run.Run``).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar, overload
 
-from ._hints import Kind, is_coroutine_function
+from ._hints import Kind, hinted_kind, is_coroutine_function
 from ._options import BackendName, ErrorPolicy, Progress, RunOptions, validate_callable
-from ._router import plan_run
 from ._run import Run, total_of
 
 __all__ = ["imap", "parallel_map"]
@@ -21,15 +19,13 @@ __all__ = ["imap", "parallel_map"]
 T = TypeVar("T")
 R = TypeVar("R")
 
-logger = logging.getLogger("laneway")
-
-
 class _AwaitEach:
     """Runs a coroutine function to completion for each item (picklable by value)."""
 
     def __init__(self, fn: Callable[[Any], Awaitable[Any]]) -> None:
         self.fn = fn
         self.__qualname__ = getattr(fn, "__qualname__", repr(fn))
+        self.__laneway_kind__ = hinted_kind(fn) or "async"
 
     def __call__(self, item: Any) -> Any:
         import asyncio  # costs ~60 ms to import: only when a coroutine function runs
@@ -49,15 +45,9 @@ def _prepare(entry: str, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
                f"{type(iterable).__qualname__}")
         raise TypeError(msg)
     options = RunOptions.validate(**keywords)
-    total = total_of(iterable)
-    plan = plan_run(fn, options, total)
     if is_coroutine_function(fn):
         fn = _AwaitEach(fn)
-    if logger.isEnabledFor(logging.INFO):
-        logger.info("%s(%s): %s backend, %d workers, chunksize %s; %s", entry,
-                    getattr(fn, "__qualname__", fn), plan.backend, plan.workers,
-                    plan.chunksize or "auto", plan.reason)
-    return Run(fn, iterable, options, plan, total, fail_fast=fail_fast)
+    return Run(fn, iterable, options, total_of(iterable), fail_fast=fail_fast, entry=entry)
 
 
 @overload

@@ -235,11 +235,11 @@ class ChunkSizer:
     UNSIZED_CAP = 4096
 
     def __init__(self, *, fixed: int | None, workers: int, total: int | None,
-                 target_s: float) -> None:
+                 target_s: float, per_item_s: float | None = None) -> None:
         self._fixed = fixed
         self._target_s = target_s
-        self._per_item_s: float | None = None
-        self._size = 1
+        self._per_item_s: float | None = per_item_s
+        self._size = 1 if per_item_s is None else self.GROWTH
         if total is None:
             self._cap = self.UNSIZED_CAP
         else:
@@ -253,6 +253,11 @@ class ChunkSizer:
             wanted = self._target_s / max(self._per_item_s, 1e-9)
             self._size = max(1, min(self._cap, int(wanted), self._size * self.GROWTH))
         return self._size
+
+    @property
+    def per_item_s(self) -> float | None:
+        """The current estimate of seconds per item (None before any observation)."""
+        return self._per_item_s
 
     def observe(self, count: int, busy_s: float) -> None:
         """Record that ``count`` items took ``busy_s`` seconds of a worker's time."""

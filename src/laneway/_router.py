@@ -7,13 +7,16 @@ whether the function is a coroutine function.  Rules:
 * ``cpu`` -> processes while the GIL is on (checked at every plan: an import can turn it
   back on), threads on a free-threaded build with the GIL off;
 * ``native`` (releases the GIL) and ``io`` -> threads;
-* unhinted work -> threads for now (profiling will decide once it lands), and the
-  reason says so;
+* unhinted work is *measured* (see ``_profile``: its first items run in the caller,
+  their results kept) and a small cost model picks the fastest of serial, threads and
+  processes from the seconds per item, the CPU/wall ratio, the GIL probe, the pickled
+  sizes, the number of items and whether the process pool is warm (:func:`estimate`);
 * inside a laneway process worker, never another process pool: threads instead.
 
 Worker counts: process pools and CPU-bound thread pools get ``available_cpus()``;
-I/O and unknown work get ``min(32, available_cpus() + 4)`` threads (the standard
-library's default); never more workers than items when the count is known.
+measured I/O gets ``cpus x (1 + wait/compute)`` threads, capped at ``IO_THREADS_MAX``;
+hinted I/O (nothing measured) gets ``IO_THREADS_HINTED``; never more workers than items
+when the count is known.
 """
 
 from __future__ import annotations
@@ -27,11 +30,37 @@ from . import _context
 from ._cpus import available_cpus
 from ._hints import Kind, hinted_kind, is_coroutine_function
 from ._options import BackendName, RunOptions, env_backend
+from ._profile import Measurement
 
-__all__ = ["Plan", "plan_run"]
+__all__ = ["Estimate", "Plan", "estimate", "measured_kind", "plan_run"]
 
-IO_THREADS_CAP = 32
-"""Most threads an unknown or I/O-bound run gets without ``workers=``."""
+IO_THREADS_HINTED = 64
+"""Threads for work hinted I/O-bound when nothing was measured (without ``workers=``)."""
+
+IO_THREADS_MAX = 512
+"""Most threads measured I/O-bound work gets without ``workers=``."""
+
+UNKNOWN_ITEMS = 1000
+"""How many items the cost model assumes are left when the input has no length."""
+
+THREAD_ITEM_S = 4e-6
+"""Cost of one item on the thread backend (queueing, batching), measured on 2 cores."""
+
+THREAD_START_S = 6e-5
+"""Cost of starting one more pool thread."""
+
+PROCESS_ITEM_S = 2e-6
+"""Cost of one small item's round trip on a warm process pool, with automatic chunks."""
+
+PICKLED_BYTE_S = 1.5e-9
+"""Cost per pickled byte of an item or result on its way to or from a process (pickle,
+pipe, unpickle; ~10 ms for 16 MB round trip here)."""
+
+PROCESS_COLD_START_S = 0.15
+"""Starting the process pool: fork server plus the first workers (measured 0.1-0.2 s)."""
+
+WORTHWHILE = 0.9
+"""A pool is used only if its estimate beats serial by 10% or more."""
 
 CPUS_TTL_S = 2.0
 """How long a reading of :func:`available_cpus` is reused by the router.  Reading the
@@ -78,11 +107,17 @@ def task_kind(fn: Callable[..., Any], options: RunOptions) -> tuple[Kind | None,
     return None, "it has no hint"
 
 
-def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None) -> Plan:
-    """Choose the backend and pool size for one run of ``fn`` over ``total`` items."""
+def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
+             measurement: Measurement | None = None) -> Plan:
+    """Choose the backend and pool size for one run of ``fn`` over ``total`` items.
+
+    ``measurement`` (of the run's first items) is used only when neither a backend nor a
+    kind is given or hinted; ``total`` then counts the items still to run.
+    """
     kind, known = task_kind(fn, options)
     forced = options.backend or env_backend()
     cpus = _cpus()
+    workers: int | None = None
     if forced is not None:
         source = "backend=" if options.backend else "LANEWAY_BACKEND="
         backend, reason = forced, f"{source}{forced!r} was asked for"
@@ -94,9 +129,12 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None) -> 
         backend, reason = "thread", f"{known}: native code releases the GIL, so threads"
     elif kind in ("io", "async"):
         backend, reason = "thread", f"{known}: waiting work overlaps best on threads"
+    elif measurement is not None:
+        estimate_ = estimate(measurement, total, cpus)
+        backend, workers, kind, reason = (estimate_.backend, estimate_.workers,
+                                          estimate_.kind, estimate_.reason)
     else:
-        backend, reason = "thread", (f"{known} and profiling is not available yet, so "
-                                     f"unhinted work runs on threads")
+        backend, reason = "thread", f"{known} and nothing was measured, so threads"
     if backend == "process" and _context.in_process_worker():
         backend, reason = "thread", (f"{reason}; but this is already a laneway process "
                                      f"worker, so threads (no nested process pools)")
@@ -106,11 +144,13 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None) -> 
         msg = f"backend {backend!r} is not available in this version of laneway yet"
         raise LanewayError(msg)
     if backend == "serial" and options.task_timeout is not None:
-        msg = (f"task_timeout needs the 'thread' or 'process' backend (a serial item runs "
-               f"in the caller and cannot be interrupted), but {reason[0].lower()}"
-               f"{reason[1:]}")
-        raise ValueError(msg)
-    workers = _workers(backend, kind, options.workers, cpus, total)
+        if forced is not None:
+            msg = (f"task_timeout needs the 'thread' or 'process' backend (a serial item "
+                   f"runs in the caller and cannot be interrupted), but {reason}")
+            raise ValueError(msg)
+        backend, reason = "thread", f"{reason}; but task_timeout needs a pool, so threads"
+    if options.workers is not None or workers is None or backend != "thread":
+        workers = _workers(backend, kind, options.workers, cpus, total)
     return Plan(backend, workers, options.chunksize, kind, reason + ".")
 
 
@@ -123,7 +163,103 @@ def _workers(backend: str, kind: Kind | None, asked: int | None, cpus: int,
     elif backend == "process" or kind in ("cpu", "native"):
         workers = cpus
     else:
-        workers = min(IO_THREADS_CAP, cpus + 4)
+        workers = IO_THREADS_HINTED
     if total is not None:
         workers = min(workers, max(1, total))
     return workers
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """The cost model's verdict: the fastest backend, its workers, and why."""
+
+    backend: BackendName
+    workers: int
+    kind: Kind
+    reason: str
+    seconds: dict[str, float]
+
+
+def measured_kind(m: Measurement) -> Kind:
+    """The kind a measurement shows: waiting, GIL-free computing, or GIL-bound computing."""
+    if m.cpu_ratio < 0.5:
+        return "io"
+    return "native" if m.releases_gil else "cpu"
+
+
+def estimate(m: Measurement, total: int | None, cpus: int, *,
+             pool_warm: bool | None = None) -> Estimate:
+    """Estimate each backend's time for ``total`` more items like the measured ones."""
+    n = UNKNOWN_ITEMS if total is None else total
+    kind = measured_kind(m)
+    w, c = m.wall_s, m.cpu_s
+    gil = _context.gil_enabled()
+    seconds: dict[str, float] = {"serial": n * w}
+    # threads: waiting overlaps freely; computing overlaps only without the GIL
+    if kind == "io":
+        wanted = cpus * (1 + (w - c) / max(c, 1e-6))
+        threads = max(1, min(IO_THREADS_MAX, int(wanted), max(n, 1)))
+        waves = -(-n // threads)
+        seconds["thread"] = waves * w + n * THREAD_ITEM_S + threads * THREAD_START_S
+    else:
+        threads = max(1, min(cpus, max(n, 1)))
+        parallel = threads if (kind == "native" or not gil) else 1
+        seconds["thread"] = n * w / parallel + n * THREAD_ITEM_S
+    # processes: computing overlaps; every item and result crosses a pipe
+    if m.arg_bytes is not None and m.result_bytes is not None and gil \
+            and not _context.in_process_worker():
+        if pool_warm is None:
+            pool_warm = _process_pool_warm()
+        transfer = PROCESS_ITEM_S + (m.arg_bytes + m.result_bytes) * PICKLED_BYTE_S
+        procs = max(1, min(cpus, max(n, 1)))
+        start = 0.0 if pool_warm else PROCESS_COLD_START_S
+        seconds["process"] = n * (w + transfer) / procs + n * transfer / 2 + start
+    best = min(seconds, key=seconds.__getitem__)
+    if best != "serial" and seconds[best] > WORTHWHILE * seconds["serial"]:
+        best = "serial"
+    backend: BackendName = "serial" if best == "serial" else (
+        "thread" if best == "thread" else "process")
+    workers = 1 if backend == "serial" else (threads if backend == "thread"
+                                             else max(1, min(cpus, max(n, 1))))
+    reason = (f"measured {m.calls} call{'s' if m.calls != 1 else ''}: "
+              f"{_duration(w)} each, {m.cpu_ratio:.0%} CPU, {_gil_words(m)}"
+              f"{_bytes_words(m)}; {_kind_words(kind)}, so {_backend_words(backend)} "
+              f"(estimated {_duration(seconds[best])} vs {_duration(seconds['serial'])} "
+              f"serial for {'~' if total is None else ''}{n} items)")
+    return Estimate(backend, workers, kind, reason, seconds)
+
+
+def _process_pool_warm() -> bool:
+    from ._backends.process import pool
+
+    current = pool._default
+    return current is not None and current.size() > 0
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+def _gil_words(m: Measurement) -> str:
+    return {True: "releases the GIL", False: "holds the GIL",
+            None: "GIL use not probed"}[m.releases_gil]
+
+
+def _bytes_words(m: Measurement) -> str:
+    if m.arg_bytes is None or m.result_bytes is None:
+        return ", cannot be pickled"
+    return f", {m.arg_bytes + m.result_bytes} pickled bytes per item"
+
+
+def _kind_words(kind: Kind) -> str:
+    return {"io": "mostly waiting", "native": "computing without the GIL",
+            "cpu": "computing under the GIL", "async": "a coroutine"}[kind]
+
+
+def _backend_words(backend: str) -> str:
+    return {"serial": "serial (no pool pays off)", "thread": "threads",
+            "process": "processes"}[backend]

@@ -14,18 +14,49 @@ ordered run holds back dispatch instead of piling up results behind it.
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any, Protocol
 
 from ._chunks import Batch, Chunk, ChunkSizer
 from ._options import RunOptions
+from ._profile import (
+    Measurement,
+    cached_measurement,
+    check_drift,
+    measure_calls,
+    needs_measuring,
+    remember_measurement,
+)
 from ._progress import make_reporter
-from ._router import Plan
+from ._router import Plan, plan_run
 
-__all__ = ["Run"]
+__all__ = ["Run", "last_plan"]
+
+logger = logging.getLogger("laneway")
+_last = threading.local()
+
+
+def last_plan() -> Plan | None:
+    """The plan of the most recent run started in this thread (None before any).
+
+    ``parallel_map`` returns plain results; this is how code reads where they ran and
+    why.  For ``imap`` the plan exists once the first result was asked for (an
+    unhinted run measures its first items before it plans).
+
+    Example:
+        >>> import laneway
+        >>> _ = laneway.parallel_map(abs, [-1, 2], backend="thread")
+        >>> laneway.last_plan().backend
+        'thread'
+    """
+    plan: Plan | None = getattr(_last, "plan", None)
+    return plan
 
 CHUNK_TARGET_S = 0.01
 """Automatic chunks aim at this much work each: long enough that the per-chunk cost
@@ -57,20 +88,77 @@ def total_of(iterable: Iterable[Any]) -> int | None:
 
 
 class Run:
-    """One call's journey through the pipeline; iterate :meth:`segments` once."""
+    """One call's journey through the pipeline; iterate :meth:`segments` once.
+
+    When the backend is forced or the kind known (argument or hint), the plan is made
+    and the backend opened at once, so a function that cannot be pickled for a process
+    is refused when the call is made.  Otherwise the plan waits for the first
+    :meth:`segments` step, which measures the first items in the caller (results kept,
+    delivered first) unless this function was measured before in this process.
+    """
 
     def __init__(self, fn: Callable[[Any], Any], iterable: Iterable[Any], options: RunOptions,
-                 plan: Plan, total: int | None, *, fail_fast: bool) -> None:
+                 total: int | None, *, fail_fast: bool, entry: str) -> None:
         self.fn = fn
         self.fn_name = getattr(fn, "__qualname__", None) or repr(fn)
-        self.plan = plan
         self.options = options
         self.total = total
-        self._iterable = iterable
+        self.entry = entry
+        self._items = iter(iterable)
         self._fail_fast = fail_fast
         self._sink: queue.SimpleQueue[Batch] = queue.SimpleQueue()
+        self.plan: Plan | None = None
+        self._backend: BackendRun | None = None
+        self._measurement: Measurement | None = None
+        if not needs_measuring(fn, options):
+            self._set_plan(plan_run(fn, options, total))
+            self._backend = self._open_backend()
+
+    def _set_plan(self, plan: Plan) -> None:
+        self.plan = plan
+        _last.plan = plan
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%s(%s): %s backend, %d workers, chunksize %s; %s", self.entry,
+                        self.fn_name, plan.backend, plan.workers, plan.chunksize or "auto",
+                        plan.reason)
+
+    def _measure(self) -> Batch | None:
+        """Plan from a cached or fresh measurement; a fresh one's outcomes come back."""
+        cached = cached_measurement(self.fn)
+        sample = None
+        if cached is None:
+            sample = measure_calls(self.fn, self._items)
+            measurement = sample.measurement
+            if measurement.calls:
+                remember_measurement(self.fn, measurement)
+        else:
+            measurement = cached
+        self._measurement = measurement
+        sampled = sample.measurement.calls if sample is not None else 0
+        left = None if self.total is None else self.total - sampled
+        if sample is not None and sample.exhausted:
+            left = 0
+        plan = plan_run(self.fn, self.options, left, measurement)
+        if left == 0 and sample is not None:
+            plan = replace(plan, backend="serial", workers=1, reason=(
+                f"every item ({sampled}) already ran while it was being measured: "
+                f"{plan.reason}"))
+        elif plan.backend == "process":
+            try:
+                from ._backends.process.pool import dumps_function
+
+                dumps_function(self.fn)
+            except TypeError as exc:
+                plan = replace(plan, backend="thread", reason=(
+                    f"{plan.reason[:-1]}; but it cannot be pickled ({exc}), so threads."))
+        self._set_plan(plan)
+        if sample is None or not sample.values:
+            return None
+        return Batch(-1, 0, len(sample.values), measurement.wall_s * len(sample.values),
+                     sample.values, sample.failures)
 
     def _open_backend(self) -> BackendRun:
+        assert self.plan is not None
         backend, workers = self.plan.backend, self.plan.workers
         if backend == "process":
             from ._backends.process.pool import default_pool
@@ -94,22 +182,32 @@ class Run:
         places.  Leaving the generator early (break, exception, garbage collection)
         cancels what is left.
         """
-        options, plan = self.options, self.plan
+        options = self.options
         deadline = None if options.timeout is None else time.monotonic() + options.timeout
-        sizer = ChunkSizer(fixed=plan.chunksize, workers=plan.workers, total=self.total,
-                           target_s=CHUNK_TARGET_S)
-        window = WINDOW_PER_WORKER * plan.workers
         report = make_reporter(options.progress, self.total)
-        items = iter(self._iterable)
-        chunk_ids = itertools.count()
         remaining: dict[int, int] = {}   # chunk id -> outcomes still to come
         chunk_ends: deque[int] = deque()  # ordered: end index of each undelivered chunk
+        dispatched = 0
+        if self.plan is None:
+            sampled = self._measure()
+            if sampled is not None:  # the measured items: a chunk that is already done
+                self._sink.put(sampled)
+                remaining[sampled.chunk_id] = sampled.count
+                dispatched = sampled.count
+                chunk_ends.append(dispatched)
+            self._backend = self._open_backend()
+        plan, backend = self.plan, self._backend
+        assert plan is not None and backend is not None
+        sizer = ChunkSizer(fixed=plan.chunksize, workers=plan.workers, total=self.total,
+                           target_s=CHUNK_TARGET_S,
+                           per_item_s=self._measurement.wall_s if self._measurement else None)
+        window = WINDOW_PER_WORKER * plan.workers
+        items = self._items
+        chunk_ids = itertools.count()
         reorder: dict[int, Batch] = {}    # ordered: batches waiting for their turn
         next_index = 0                    # ordered: the next index to deliver
-        dispatched = 0
         done = 0
         exhausted = False
-        backend = self._open_backend()
         try:
             while True:
                 while not exhausted and (len(chunk_ends) if options.ordered
@@ -127,7 +225,8 @@ class Run:
                     return
                 batch = self._next_batch(backend, deadline, dispatched, done)
                 batch.decode()
-                sizer.observe(batch.count, batch.busy_s)
+                if batch.chunk_id >= 0 and batch.busy_s > 0:  # not a crash report
+                    sizer.observe(batch.count, batch.busy_s)
                 left = remaining[batch.chunk_id] - batch.count
                 if left:
                     remaining[batch.chunk_id] = left
@@ -152,6 +251,8 @@ class Run:
         finally:
             backend.close()
             report(None)
+            if self._measurement is not None:
+                check_drift(self.fn, self._measurement, sizer.per_item_s)
 
     def _next_batch(self, backend: BackendRun, deadline: float | None, dispatched: int,
                     done: int) -> Batch:
@@ -161,7 +262,10 @@ class Run:
                 waits.append(max(0.0, deadline - time.monotonic()))
             wait = min((w for w in waits if w is not None), default=None)
             try:
-                return self._sink.get(timeout=wait) if wait is not None else self._sink.get()
+                batch = self._sink.get(timeout=wait) if wait is not None else self._sink.get()
+                if deadline is None or time.monotonic() < deadline:
+                    return batch
+                raise queue.Empty  # a serial run computes its batches before they arrive
             except queue.Empty:
                 if deadline is not None and time.monotonic() >= deadline:
                     msg = (f"{self.fn_name} did not finish within "

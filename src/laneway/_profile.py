@@ -1,0 +1,245 @@
+"""Measuring a task: how long it takes, how much of that is computing, whether it holds the GIL.
+
+Everything here measures *real* calls whose results are kept: no item is ever run twice.
+
+* **CPU/wall ratio.**  The CPU time of the calling thread (``time.thread_time``) over
+  the wall time of the call separates computing from waiting.
+* **GIL probe.**  While the measured calls run, a tiny canary thread wakes every
+  ``CANARY_SLEEP_S`` and records how late it woke.  If the task holds the GIL, the
+  canary must wait for the interpreter's switch interval (5 ms by default) before it
+  can run, so it wakes late; if the task releases the GIL (numpy, hashlib, zlib,
+  sqlite, sleeping), the canary wakes on time.  The canary uses almost no CPU and
+  forces at most one GIL hand-over per switch interval, so it barely disturbs the
+  task.  Too few canary wake-ups (very short samples) leave the answer unknown.
+* **Pickled sizes** of an item and its result price the trip to a process.
+
+Clocks are parameters so that tests can drive the measuring code with fake clocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import Failure
+
+__all__ = ["Measurement", "Sample", "cached_measurement", "check_drift", "measure_calls",
+           "needs_measuring", "pickled_size", "remember_measurement"]
+
+DRIFT_FACTOR = 4.0
+"""A cached measurement is dropped when a run sees items this many times slower or
+faster than measured, so the next run measures again."""
+
+CANARY_SLEEP_S = 0.0005
+"""How long the canary sleeps between wake-ups."""
+
+LATE_S = 0.0015
+"""A canary wake-up later than this (beyond its sleep) means it waited for the GIL."""
+
+MIN_CANARY_WAKEUPS = 4
+"""Fewer wake-ups than this say nothing about the GIL."""
+
+SAMPLE_BUDGET_S = 0.02
+"""Profiling inside a run measures items until this much time has passed (at least one
+item): long enough for a stable estimate and a GIL verdict, short enough that running
+those items serially costs little."""
+
+MAX_SAMPLE_ITEMS = 100_000
+"""And never more items than this, however small they are."""
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """What measuring some calls of a task found.
+
+    ``wall_s`` and ``cpu_s`` are per call; ``releases_gil`` is None when the probe could
+    not tell; ``arg_bytes``/``result_bytes`` are pickled sizes of one item and its
+    result (None: could not be pickled, so the task cannot go to a process).
+    """
+
+    calls: int
+    wall_s: float
+    cpu_s: float
+    releases_gil: bool | None
+    arg_bytes: int | None
+    result_bytes: int | None
+
+    @property
+    def cpu_ratio(self) -> float:
+        """CPU time of the calling thread over wall time (0 = waiting, 1 = computing)."""
+        return min(1.0, self.cpu_s / self.wall_s) if self.wall_s > 0 else 1.0
+
+
+@dataclass(slots=True)
+class Sample:
+    """Items run while measuring, with their outcomes, and what was measured."""
+
+    values: list[Any]
+    failures: dict[int, Failure] | None
+    measurement: Measurement
+    exhausted: bool
+
+
+class _Canary:
+    """A thread that measures how late it wakes up (see the module docstring)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._stop = threading.Event()
+        self.wakeups = 0
+        self.late = 0
+        self._thread = threading.Thread(target=self._run, daemon=True, name="laneway-canary")
+
+    def __enter__(self) -> _Canary:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        clock, stop = self._clock, self._stop
+        while not stop.is_set():
+            before = clock()
+            time.sleep(CANARY_SLEEP_S)
+            if stop.is_set():
+                return
+            self.wakeups += 1
+            if clock() - before - CANARY_SLEEP_S > LATE_S:
+                self.late += 1
+
+    def verdict(self) -> bool | None:
+        """True: the task let the canary run (GIL released); None: cannot tell."""
+        if self.wakeups < MIN_CANARY_WAKEUPS:
+            return None
+        return self.late * 2 < self.wakeups
+
+
+def pickled_size(value: object) -> int | None:
+    """Bytes of ``pickle.dumps(value)``, or None if it cannot be pickled."""
+    try:
+        return len(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        return None
+
+
+def measure_calls(
+    call: Callable[[Any], Any],
+    items: Iterator[Any],
+    *,
+    budget_s: float = SAMPLE_BUDGET_S,
+    max_items: int = MAX_SAMPLE_ITEMS,
+    clock: Callable[[], float] = time.perf_counter,
+    thread_clock: Callable[[], float] = time.thread_time,
+    probe_gil: bool = True,
+) -> Sample:
+    """Run ``call`` on items from ``items`` until ``budget_s`` has passed, measuring.
+
+    At least one item runs (unless there is none).  Exceptions become the item's
+    :class:`Failure`; a KeyboardInterrupt propagates.  The pickled sizes are taken from
+    the first item that succeeded.
+    """
+    values: list[Any] = []
+    failures: dict[int, Failure] | None = None
+    first: tuple[Any, Any] | None = None
+    exhausted = False
+    probe = probe_gil and _can_probe_gil()
+    canary = _Canary(clock) if probe else None
+    if canary is not None:
+        canary.__enter__()
+    try:
+        began, cpu_began = clock(), thread_clock()
+        while len(values) < max_items:
+            try:
+                item = next(items)
+            except StopIteration:
+                exhausted = True
+                break
+            try:
+                result = call(item)
+            except Exception as exc:
+                if failures is None:
+                    failures = {}
+                failures[len(values)] = Failure(exc)
+                values.append(None)
+            else:
+                values.append(result)
+                if first is None:
+                    first = (item, result)
+            if clock() - began >= budget_s:
+                break
+        wall, cpu = clock() - began, thread_clock() - cpu_began
+    finally:
+        if canary is not None:
+            canary.__exit__()
+    arg_bytes = result_bytes = None
+    if first is not None:  # sized after the clock stopped: pickling is not the task's time
+        arg_bytes, result_bytes = pickled_size(first[0]), pickled_size(first[1])
+    calls = max(1, len(values))
+    measurement = Measurement(
+        calls=len(values), wall_s=wall / calls, cpu_s=cpu / calls,
+        releases_gil=canary.verdict() if canary is not None else None,
+        arg_bytes=arg_bytes, result_bytes=result_bytes,
+    )
+    return Sample(values, failures, measurement, exhausted)
+
+
+def _can_probe_gil() -> bool:
+    """The canary only means something while a GIL exists and switches."""
+    check = getattr(sys, "_is_gil_enabled", None)
+    return check is None or bool(check())
+
+
+_measured: weakref.WeakKeyDictionary[Any, Measurement] = weakref.WeakKeyDictionary()
+_measured_lock = threading.Lock()
+
+
+def needs_measuring(fn: Callable[..., Any], options: Any) -> bool:
+    """True when nothing decides the backend: no backend, no kind, no hint, not async."""
+    from ._options import env_backend
+    from ._router import task_kind
+
+    return options.backend is None and env_backend() is None \
+        and task_kind(fn, options)[0] is None
+
+
+def cached_measurement(fn: Callable[..., Any]) -> Measurement | None:
+    """The measurement of ``fn`` made earlier in this process, if still trusted."""
+    with _measured_lock:
+        try:
+            return _measured.get(fn)
+        except TypeError:  # not weak-referenceable: never cached
+            return None
+
+
+def remember_measurement(fn: Callable[..., Any], measurement: Measurement) -> None:
+    """Cache ``measurement`` for later runs of ``fn`` (keyed by the function object)."""
+    with _measured_lock, contextlib.suppress(TypeError):
+        _measured[fn] = measurement
+
+
+def check_drift(fn: Callable[..., Any], measurement: Measurement,
+                observed_per_item_s: float | None) -> None:
+    """Forget ``fn``'s measurement if a run saw a very different time per item.
+
+    The observed figure is a pool worker's busy time per item, comparable to
+    ``measurement.wall_s``.
+    """
+    if observed_per_item_s is None or measurement.wall_s <= 0:
+        return
+    ratio = observed_per_item_s / measurement.wall_s
+    if ratio > DRIFT_FACTOR or ratio < 1 / DRIFT_FACTOR:
+        with _measured_lock:
+            try:
+                if _measured.get(fn) is measurement:
+                    del _measured[fn]
+            except TypeError:
+                pass
