@@ -21,6 +21,7 @@ when the count is known.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,7 +152,16 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
         backend, reason = "thread", f"{reason}; but task_timeout needs a pool, so threads"
     if options.workers is not None or workers is None or backend != "thread":
         workers = _workers(backend, kind, options.workers, cpus, total)
+    if options.workers is None:
+        workers = min(workers, _env_max_workers() or workers)
     return Plan(backend, workers, options.chunksize, kind, reason + ".")
+
+
+def _env_max_workers() -> int | None:
+    """``LANEWAY_MAX_WORKERS`` also caps every default pool size (threads included)."""
+    from ._cpus import _env_limit
+
+    return _env_limit(os.environ)
 
 
 def _workers(backend: str, kind: Kind | None, asked: int | None, cpus: int,

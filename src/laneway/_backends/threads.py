@@ -30,23 +30,29 @@ _names = itertools.count(1)
 
 
 class ThreadPool:
-    """Daemon threads that run submitted jobs; grows on demand, shrinks when idle."""
+    """Daemon threads that run submitted jobs; grows on demand, shrinks when idle.
+
+    ``_idle`` counts threads waiting for a job, as a semaphore: ``submit`` takes one
+    permit (that thread will get the job) or, if there is none, starts a thread; a
+    thread gives its permit back each time it starts waiting, and takes one to exit.
+    """
 
     def __init__(self, idle_timeout: float = IDLE_TIMEOUT_S) -> None:
         self._idle_timeout = idle_timeout
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
         self._lock = threading.Lock()
-        self._idle = 0
         self._threads = 0
 
     def submit(self, job: Callable[[], None]) -> None:
         """Run ``job`` on an idle thread, or on a new one if none is idle."""
+        self._jobs.put(job)
+        if self._idle.acquire(blocking=False):
+            return
         with self._lock:
-            self._jobs.put(job)
-            if self._idle < self._jobs.qsize():
-                self._threads += 1
-                threading.Thread(target=self._serve, daemon=True,
-                                 name=f"laneway-thread-{next(_names)}").start()
+            self._threads += 1
+        threading.Thread(target=self._serve, daemon=True,
+                         name=f"laneway-thread-{next(_names)}").start()
 
     def thread_count(self) -> int:
         """Threads alive in the pool (idle or busy)."""
@@ -55,21 +61,17 @@ class ThreadPool:
 
     def _serve(self) -> None:
         while True:
-            with self._lock:
-                self._idle += 1
             try:
-                job: Callable[[], None] | None = self._jobs.get(timeout=self._idle_timeout)
+                job = self._jobs.get(timeout=self._idle_timeout)
             except queue.Empty:
-                job = None
-            with self._lock:
-                self._idle -= 1
-                if job is None:
-                    if self._jobs.qsize():
-                        continue  # a job arrived as the wait timed out
-                    self._threads -= 1
+                if self._idle.acquire(blocking=False):  # nobody is counting on this thread
+                    with self._lock:
+                        self._threads -= 1
                     return
+                continue  # a submit took this thread's permit: its job is on the way
             job()
             del job
+            self._idle.release()
 
 
 class _Active:
@@ -176,7 +178,7 @@ class ThreadRun:
                     active.position = end - 1
                     active.since = time.monotonic()
 
-            active.runner = ItemRunner(self._fn, chunk.items, emit,
+            active.runner = ItemRunner(self._fn, chunk.items, emit, catch=BaseException,
                                        started=started if timed else None,
                                        max_step=1 if timed else 1 << 16,
                                        flush_interval=0.0 if timed else FLUSH_INTERVAL_S)

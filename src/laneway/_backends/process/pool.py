@@ -51,6 +51,7 @@ from typing import Any
 import cloudpickle
 
 from ..._chunks import Batch, Chunk
+from ..._cpus import available_cpus
 from ..._errors import (
     Failure,
     LanewayError,
@@ -79,6 +80,11 @@ stopped: its remaining items fail instead of killing workers forever."""
 STOP_GRACE_S = 1.0
 """A worker asked to stop (SIGTERM) because its item overran ``task_timeout`` gets this
 long to hand in its finished results and exit before it is killed (SIGKILL)."""
+
+MAX_STARTUP_DEATHS = 3
+"""Workers that die as they start, this many in a row, stop the pool from respawning
+and fail the queued work with an explanation (typically a script without a
+``if __name__ == "__main__":`` guard, whose top level runs again in every worker)."""
 
 CANCEL_GRACE_S = 0.2
 """After a run is cancelled, a worker still busy with its items this long is killed
@@ -136,6 +142,10 @@ def _dumps(obj: Any) -> bytes:
         return cloudpickle.dumps(obj, pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
 
 
+def _always(error: BaseException) -> Callable[[int], BaseException]:
+    return lambda _: error
+
+
 @dataclass(eq=False, slots=True)
 class _Job:
     run: ProcessRun
@@ -173,6 +183,7 @@ class _Worker:
     functions: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     idle_since: float = field(default_factory=time.monotonic)
     busy_since: float = 0.0
+    reported: bool = False  # has it sent a frame yet?
     stopping: tuple[int, int] | None = None  # (job seq, position) of an overrunning item
     kill_at: float | None = None
 
@@ -219,18 +230,23 @@ class ProcessRun:
             if k > run_start:
                 jobs.append(_make_job(self, chunk.id, chunk.start + run_start,
                                       chunk.items[run_start:k]))
-            self.deliver_failures(chunk.id, chunk.start + k, 1, error)
+            self.deliver_failures(chunk.id, chunk.start + k, 1, _always(error))
             run_start = k + 1
         if run_start < len(chunk.items):
             jobs.append(_make_job(self, chunk.id, chunk.start + run_start,
                                   chunk.items[run_start:]))
         return jobs
 
-    def deliver_failures(self, chunk_id: int, start: int, count: int, error: BaseException) -> None:
-        """Give ``count`` items from ``start`` the failure ``error``."""
+    def deliver_failures(self, chunk_id: int, start: int, count: int,
+                         make_error: Callable[[int], BaseException]) -> None:
+        """Give each of ``count`` items from ``start`` its own ``make_error(index)``."""
         if count > 0 and not self.closed:
             self.sink.put(Batch(chunk_id, start, count, 0.0, [None] * count,
-                                {k: Failure(error) for k in range(count)}))
+                                {k: Failure(make_error(start + k)) for k in range(count)}))
+
+    def stopped_error(self, index: int) -> LanewayError:
+        """The error of an item not run because the run was stopped (``broken``)."""
+        return LanewayError(f"item #{index} was not run: {self.broken}")
 
     def close(self) -> None:
         """Drop this run's queued jobs; workers still busy with it are stopped soon."""
@@ -258,6 +274,7 @@ class ProcessPool:
         self._wakeup_r, self._wakeup_w = self._ctx.Pipe(duplex=False)
         self._alive_r, self._alive_w = self._ctx.Pipe(duplex=False)
         self._cancelled: list[ProcessRun] = []
+        self._startup_deaths = 0
 
     # -- the run-facing side ------------------------------------------------------------
 
@@ -270,6 +287,7 @@ class ProcessPool:
                 msg = "the laneway process pool has been shut down"
                 raise RuntimeError(msg)
             self._target = max(self._target, workers)
+            self._startup_deaths = 0
             while len(self._workers) < self._target:
                 self._spawn_locked()
             if self._collector is None:
@@ -283,7 +301,8 @@ class ProcessPool:
         with self._lock:
             if run.broken is not None:
                 for job in jobs:
-                    run.deliver_failures(job.chunk_id, job.start, len(job.items), run.broken)
+                    run.deliver_failures(job.chunk_id, job.start, len(job.items),
+                                         run.stopped_error)
                 return
             self._pending.extend(jobs)
             self._assign_locked()
@@ -341,7 +360,7 @@ class ProcessPool:
     def _spawn_locked(self) -> None:
         parent_end, child_end = self._ctx.Pipe(duplex=True)
         progress = self._ctx.RawArray("q", m.PROGRESS_SLOTS)
-        native_threads = max(1, (os.cpu_count() or 1) // max(1, self._target))
+        native_threads = max(1, available_cpus() // max(1, self._target))
         process = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_module.main,
             args=(child_end, self._alive_r, progress, native_threads),
@@ -442,6 +461,8 @@ class ProcessPool:
 
     def _handle_frame_locked(self, worker: _Worker, frame: bytes) -> None:
         kind, done, offset, count, busy_s = m.RESULT_HEADER.unpack_from(frame)
+        worker.reported = True
+        self._startup_deaths = 0
         job = worker.inflight[0]
         run = job.run
         if kind == m.UNREADABLE:
@@ -480,6 +501,12 @@ class ProcessPool:
             worker.conn.close()
             worker.process.join(1.0)
             exitcode = worker.process.exitcode
+            if not worker.reported and worker.progress[m.PROGRESS_SEQ] == 0 \
+                    and exitcode not in (0, None) and worker.stopping is None:
+                self._startup_deaths += 1
+                if self._startup_deaths >= MAX_STARTUP_DEATHS:
+                    self._fail_everything_locked(worker, exitcode)
+                    return
             requeue: list[_Job] = []
             for position, job in enumerate(worker.inflight):
                 running = position == 0 and worker.progress[m.PROGRESS_SEQ] == job.seq
@@ -503,12 +530,34 @@ class ProcessPool:
                     else:
                         requeue.append(_make_job(job.run, job.chunk_id, job.start + begun,
                                                  job.items[begun:]))
+            for job in [j for j in requeue if j.run.broken is not None]:
+                requeue.remove(job)
+                job.run.deliver_failures(job.chunk_id, job.start, len(job.items),
+                                         job.run.stopped_error)
             self._pending.extendleft(reversed(requeue))
             if not self._closed and len(self._workers) < self._target and (
                 self._pending or any(w.inflight for w in self._workers)
             ):
                 self._spawn_locked()
             self._assign_locked()
+
+    def _fail_everything_locked(self, worker: _Worker, exitcode: int | None) -> None:
+        """Workers die as they start: fail the queued work instead of respawning forever."""
+        reason = (
+            f"laneway's worker processes {exit_description(exitcode)} as they started, "
+            f"{self._startup_deaths} in a row, before running anything. With the "
+            f"{self._ctx.get_start_method()} start method every worker imports your main "
+            f"module: if your script starts laneway work at its top level, move that code "
+            f"under `if __name__ == \"__main__\":`. The worker's own error, if it printed "
+            f"one, is on stderr."
+        )
+        jobs = [*worker.inflight, *self._pending]
+        self._pending.clear()
+        self._target = len(self._workers)
+        for job in jobs:
+            job.run.deliver_failures(job.chunk_id, job.start + job.delivered,
+                                     len(job.items) - job.delivered,
+                                     lambda index: LanewayError(f"item #{index}: {reason}"))
 
     def _fail_timed_out_locked(self, job: _Job, position: int) -> None:
         run = job.run
@@ -519,20 +568,29 @@ class ProcessPool:
             f"worker process was stopped and replaced. Other items were not affected.",
             index=index, seconds=seconds,
         )
-        run.deliver_failures(job.chunk_id, index, 1, error)
+        run.deliver_failures(job.chunk_id, index, 1, lambda _: error)
 
     def _fail_crashed_locked(self, worker: _Worker, job: _Job, begun: int,
                              exitcode: int | None) -> None:
         run = job.run
         first, last = job.start + job.delivered, job.start + begun - 1
-        what = (f"{run.fn_name}(item #{first})" if first == last
-                else f"{run.fn_name} on items #{first}-#{last} (one of them crashed it)")
-        error = WorkerCrashedError(
-            f"worker process {worker.process.pid} {exit_description(exitcode)} while "
-            f"running {what}. Other items were not affected; the worker was replaced.",
-            pid=worker.process.pid, exitcode=exitcode, index=first,
-        )
-        run.deliver_failures(job.chunk_id, first, begun - job.delivered, error)
+        pid = worker.process.pid
+        how = exit_description(exitcode)
+        if first == last:
+            what = f"{run.fn_name}(item #{first}). Other items were not affected"
+        else:
+            what = (f"{run.fn_name} on items #{first}-#{last}, which run as one small "
+                    f"group because each takes well under a millisecond: one of them "
+                    f"crashed it, and the group's results were lost with it. Other items "
+                    f"were not affected")
+
+        def crashed(index: int) -> WorkerCrashedError:
+            return WorkerCrashedError(
+                f"worker process {pid} {how} while running {what}; the worker was "
+                f"replaced.", pid=pid, exitcode=exitcode, index=index)
+
+        run.deliver_failures(job.chunk_id, first, begun - job.delivered, crashed)
+        error = crashed(first)
         run.crashes_in_a_row += 1
         if run.crashes_in_a_row >= MAX_CRASHES_IN_A_ROW and run.broken is None:
             run.broken = LanewayError(
@@ -541,7 +599,8 @@ class ProcessPool:
             )
             for other in [j for j in self._pending if j.run is run]:
                 self._pending.remove(other)
-                run.deliver_failures(other.chunk_id, other.start, len(other.items), run.broken)
+                run.deliver_failures(other.chunk_id, other.start, len(other.items),
+                                     run.stopped_error)
 
     # -- timers: idle workers, cancelled runs, item deadlines, kills ----------------------
 
