@@ -1,0 +1,93 @@
+"""The command line: ``python -m laneway info`` and ``python -m laneway classify``."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import _context
+from ._cpus import available_cpus
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m laneway",
+                                     description="laneway: where your tasks would run, and why.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("info", help="CPUs, GIL state, start method and default pool sizes")
+    classify = commands.add_parser(
+        "classify", help="run MODULE:FUNCTION once with ARGS and say where it would run")
+    classify.add_argument("target", metavar="MODULE:FUNCTION")
+    classify.add_argument("args", nargs="*", metavar="ARG",
+                          help="arguments, read as Python literals where possible "
+                               "(42, 'text', [1, 2]); anything else is passed as a string")
+    options = parser.parse_args(argv)
+    if options.command == "info":
+        return _info()
+    return _classify(options.target, options.args)
+
+
+def _info() -> int:
+    from ._backends.process.pool import start_method
+    from ._router import IO_THREADS_HINTED, IO_THREADS_MAX
+
+    cpus = available_cpus()
+    gil = _context.gil_enabled()
+    rows = [
+        ("python", f"{platform.python_implementation()} {platform.python_version()}"),
+        ("os.cpu_count()", str(os.cpu_count())),
+        ("available_cpus()", f"{cpus} (affinity, cgroup quota, LANEWAY_MAX_WORKERS)"),
+        ("GIL", "enabled" if gil else "disabled (free-threaded: CPU work goes to threads)"),
+        ("process start method", start_method()),
+        ("process pool size", str(cpus)),
+        ("threads for CPU/native work", str(cpus)),
+        ("threads for hinted I/O", str(IO_THREADS_HINTED)),
+        ("threads for measured I/O", f"{cpus} x (1 + wait/compute), at most {IO_THREADS_MAX}"),
+        ("LANEWAY_BACKEND", os.environ.get("LANEWAY_BACKEND") or "(unset)"),
+        ("LANEWAY_MAX_WORKERS", os.environ.get("LANEWAY_MAX_WORKERS") or "(unset)"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def _classify(target: str, raw_args: list[str]) -> int:
+    from ._classify import classify
+
+    module_name, _, function_name = target.partition(":")
+    if not module_name or not function_name:
+        print(f"error: expected MODULE:FUNCTION (e.g. hashlib:sha256), got {target!r}",
+              file=sys.stderr)
+        return 2
+    sys.path.insert(0, os.getcwd())
+    try:
+        fn: Any = importlib.import_module(module_name)
+        for part in function_name.split("."):
+            fn = getattr(fn, part)
+    except (ImportError, AttributeError) as exc:
+        print(f"error: cannot load {target}: {exc}", file=sys.stderr)
+        return 2
+    profile = classify(fn, *(_literal(arg) for arg in raw_args))
+    gil = {True: "released", False: "held", None: "not probed"}[profile.releases_gil]
+    print(f"{target}: kind {profile.kind!r}, backend {profile.backend!r}")
+    print(f"  wall {profile.wall_s * 1e3:.2f} ms, CPU {profile.cpu_s * 1e3:.2f} ms "
+          f"({profile.cpu_ratio:.0%}), GIL {gil}, pickled args {profile.arg_bytes} B, "
+          f"result {profile.result_bytes} B")
+    print(f"  why: {profile.reason}")
+    return 0
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text

@@ -1,0 +1,150 @@
+"""Measuring and routing: the cost model on fixed measurements, profiling inside runs, CLI."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import laneway
+from _support import DEADLOCK_TIMEOUT
+from laneway._profile import Measurement, cached_measurement, measure_calls
+from laneway._router import estimate, measured_kind
+
+
+def m(wall: float, cpu: float, gil: bool | None, size: int | None = 40) -> Measurement:
+    return Measurement(calls=3, wall_s=wall, cpu_s=cpu, releases_gil=gil,
+                       arg_bytes=None if size is None else size // 2,
+                       result_bytes=None if size is None else size // 2)
+
+
+@pytest.mark.parametrize(
+    ("measurement", "total", "backend", "kind"),
+    [
+        (m(40e-3, 40e-3, False), 64, "process", "cpu"),          # pure-Python loops
+        (m(0.1e-6, 0.1e-6, False), 100_000, "serial", "cpu"),    # x*x: too small for a pool
+        (m(20e-3, 20e-6, True), 400, "thread", "io"),            # sleep / sockets
+        (m(2e-3, 2e-3, True, 2_600_000), 32, "thread", "native"),  # numpy matmul on big arrays
+        (m(13e-3, 13e-3, True, 16_000_000), 32, "thread", "native"),  # sha256 of 16 MB
+        (m(40e-3, 40e-3, False, None), 64, "serial", "cpu"),     # cannot be pickled: no process
+        (m(1e-3, 1e-3, False, 40_000_000), 64, "serial", "cpu"),  # pickling outweighs the gain
+        (m(40e-3, 40e-3, False), 1, "serial", "cpu"),            # one item left: nothing to share
+    ],
+)
+def test_cost_model_choices(measurement: Measurement, total: int, backend: str,
+                            kind: str) -> None:
+    """Fixed measurements route where an expert would send them."""
+    verdict = estimate(measurement, total, cpus=2, pool_warm=True)
+    assert (verdict.backend, verdict.kind) == (backend, kind), verdict.reason
+    assert measured_kind(measurement) == kind
+
+
+def test_io_threads_sized_from_wait_ratio() -> None:
+    """I/O pools get cores x (1 + wait/compute) threads, capped, never more than items."""
+    assert estimate(m(10e-3, 4e-3, True), 1000, cpus=2).workers == 5  # 2 x (1 + 6/4)
+    assert estimate(m(20e-3, 20e-6, True), 400, cpus=2).workers == 400
+    assert estimate(m(20e-3, 20e-6, True), 100_000, cpus=2).workers == 512
+
+
+def test_cold_pool_costs_startup() -> None:
+    """A handful of medium CPU items do not pay for starting processes."""
+    few = m(20e-3, 20e-3, False)
+    assert estimate(few, 4, cpus=2, pool_warm=False).backend == "serial"
+    assert estimate(few, 4, cpus=2, pool_warm=True).backend == "process"
+
+
+def test_measure_calls_with_fake_clocks() -> None:
+    """The measuring loop reports per-call wall and CPU from the clocks it is given."""
+    wall = itertools.count(0, 0.010)   # each reading advances 10 ms
+    cpu = itertools.count(0, 0.002)    # read at the start and at the end only
+    sample = measure_calls(lambda x: x + 1, iter(range(100)), budget_s=0.035,
+                           clock=lambda: next(wall), thread_clock=lambda: next(cpu),
+                           probe_gil=False)
+    # readings: start 0, after each item 10/20/30/40 ms (stop at >= 35 ms), end 50 ms
+    assert sample.values == [1, 2, 3, 4]
+    assert sample.measurement.calls == 4
+    assert sample.measurement.wall_s == pytest.approx(0.050 / 4)
+    assert sample.measurement.cpu_s == pytest.approx(0.002 / 4)
+    assert sample.measurement.releases_gil is None
+
+
+def record(args: tuple[str, int]) -> int:
+    folder, x = args
+    os.close(os.open(os.path.join(folder, f"{x}.ran"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    time.sleep(0.002)  # task work: a few items run while measuring, the rest elsewhere
+    return x
+
+
+def test_profiled_run_runs_every_item_exactly_once(tmp_path: Path) -> None:
+    """Measured items are not run again: one file per item, results in order."""
+    items = [(str(tmp_path), x) for x in range(300)]
+    assert laneway.parallel_map(record, items) == list(range(300))
+    assert len(list(tmp_path.glob("*.ran"))) == 300
+    plan = laneway.last_plan()
+    assert plan is not None and "measured" in plan.reason
+
+
+def waits(x: int) -> int:
+    time.sleep(0.005)  # task work: waiting
+    return x
+
+
+def test_waiting_work_goes_to_many_threads_and_is_cached() -> None:
+    """Sleep-like work is measured as waiting, runs on threads, and is measured once."""
+    assert laneway.parallel_map(waits, range(60)) == list(range(60))
+    plan = laneway.last_plan()
+    assert plan is not None and plan.backend == "thread" and plan.kind == "io"
+    assert plan.workers > laneway.available_cpus()
+    assert cached_measurement(waits) is not None
+    assert list(laneway.imap(waits, range(10))) == list(range(10))
+
+
+def test_imap_plan_known_after_first_result() -> None:
+    """An unhinted imap measures on its first next(); the plan is readable then."""
+    results = laneway.imap(lambda x: x * 3, itertools.count())
+    assert next(results) == 0
+    plan = laneway.last_plan()
+    assert plan is not None and "measured" in plan.reason
+    results.close()  # type: ignore[attr-defined]
+
+
+def test_classify_reports_measurements_and_keeps_result() -> None:
+    """classify runs the call once and returns its result with the measurements."""
+    profile = laneway.classify(time.sleep, 0.03)
+    assert profile.kind == "io" and profile.backend == "thread"
+    assert profile.result is None
+    assert profile.wall_s >= 0.03 and profile.cpu_ratio < 0.5
+    assert profile.releases_gil is True
+    assert "waiting" in profile.reason
+    assert laneway.classify(pow, 2, 10).result == 1024
+
+
+def test_classify_propagates_the_call_error() -> None:
+    """An exception from the classified call is raised as itself."""
+    with pytest.raises(ZeroDivisionError):
+        laneway.classify(divmod, 1, 0)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    package_root = str(Path(laneway.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "laneway", *args], capture_output=True,
+                          text=True, timeout=DEADLOCK_TIMEOUT, env=env, check=False)
+
+
+def test_cli_info_and_classify() -> None:
+    """python -m laneway info / classify print what they promise."""
+    info = _cli("info")
+    assert info.returncode == 0
+    assert "available_cpus()" in info.stdout and "start method" in info.stdout
+    classified = _cli("classify", "time:sleep", "0.02")
+    assert classified.returncode == 0
+    assert "kind 'io', backend 'thread'" in classified.stdout
+    bad = _cli("classify", "nonexistent_module_xyz:f")
+    assert bad.returncode == 2 and "cannot load" in bad.stderr
