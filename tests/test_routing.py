@@ -65,11 +65,12 @@ def test_measure_calls_with_fake_clocks() -> None:
     sample = measure_calls(lambda x: x + 1, iter(range(100)), budget_s=0.035,
                            clock=lambda: next(wall), thread_clock=lambda: next(cpu),
                            probe_gil=False)
-    # readings: start 0, after each item 10/20/30/40 ms (stop at >= 35 ms), end 50 ms
-    assert sample.values == [1, 2, 3, 4]
-    assert sample.measurement.calls == 4
-    assert sample.measurement.wall_s == pytest.approx(0.050 / 4)
-    assert sample.measurement.cpu_s == pytest.approx(0.002 / 4)
+    # readings: start 0, then after 1, 3, 7, 15 items (steps double): 10/20/30/40 ms,
+    # stop at >= 35 ms, end 50 ms
+    assert sample.values == list(range(1, 16))
+    assert sample.measurement.calls == 15
+    assert sample.measurement.wall_s == pytest.approx(0.050 / 15)
+    assert sample.measurement.cpu_s == pytest.approx(0.002 / 15)
     assert sample.measurement.releases_gil is None
 
 

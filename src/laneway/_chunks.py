@@ -107,6 +107,7 @@ class ItemRunner:
                  catch: type[BaseException] = Exception,
                  started: Callable[[int], None] | None = None, remote: bool = False,
                  max_step: int = 1 << 16, flush_interval: float = FLUSH_INTERVAL_S,
+                 step_target: float = STEP_TARGET_S,
                  clock: Callable[[], float] = perf_counter) -> None:
         self._fn = fn
         self._items = items
@@ -116,6 +117,7 @@ class ItemRunner:
         self._remote = remote
         self._max_step = max_step
         self._flush_interval = flush_interval
+        self._step_target = step_target
         self._clock = clock
         self._offset = 0
         self._values: list[Any] = []
@@ -134,11 +136,10 @@ class ItemRunner:
                 self._started(end)
             step_began = self._clock()
             values = self._values
-            append = values.append
+            append, extend = values.append, values.extend
             while pos < end:
                 try:
-                    for item in items[pos:end]:
-                        append(fn(item))
+                    extend(map(fn, items[pos:end]))  # a C loop; on error, what ran is kept
                     pos = end
                 except catch as exc:
                     position = len(values)
@@ -153,9 +154,9 @@ class ItemRunner:
                 return
             now = self._clock()
             took = now - step_began
-            if took < STEP_TARGET_S:
+            if took < self._step_target:
                 step = min(step * 2, self._max_step)
-            elif took > 4 * STEP_TARGET_S and step > 1:
+            elif took > 4 * self._step_target and step > 1:
                 step = max(1, step // 4)
             if pos >= n or now - self._flushed_at >= self._flush_interval:
                 self.flush(now)

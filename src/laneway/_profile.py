@@ -51,6 +51,12 @@ SAMPLE_BUDGET_S = 0.02
 item): long enough for a stable estimate and a GIL verdict, short enough that running
 those items serially costs little."""
 
+TINY_ITEM_S = 2e-6
+"""Items this short (seconds each) cannot gain from any pool: once ``TINY_AFTER_S`` of
+them have run, measuring stops early."""
+
+TINY_AFTER_S = 0.001
+
 MAX_SAMPLE_ITEMS = 100_000
 """And never more items than this, however small they are."""
 
@@ -157,25 +163,31 @@ def measure_calls(
         canary.__enter__()
     try:
         began, cpu_began = clock(), thread_clock()
+        step = 1  # items between clock readings: doubles, so tiny items are not slowed
         while len(values) < max_items:
-            try:
-                item = next(items)
-            except StopIteration:
-                exhausted = True
+            for _ in range(step):
+                try:
+                    item = next(items)
+                except StopIteration:
+                    exhausted = True
+                    break
+                try:
+                    result = call(item)
+                except Exception as exc:
+                    if failures is None:
+                        failures = {}
+                    failures[len(values)] = Failure(exc)
+                    values.append(None)
+                else:
+                    values.append(result)
+                    if first is None:
+                        first = (item, result)
+            elapsed = clock() - began
+            if exhausted or elapsed >= budget_s or (
+                elapsed >= TINY_AFTER_S and elapsed < TINY_ITEM_S * len(values)
+            ):
                 break
-            try:
-                result = call(item)
-            except Exception as exc:
-                if failures is None:
-                    failures = {}
-                failures[len(values)] = Failure(exc)
-                values.append(None)
-            else:
-                values.append(result)
-                if first is None:
-                    first = (item, result)
-            if clock() - began >= budget_s:
-                break
+            step = min(step * 2, max_items - len(values))
         wall, cpu = clock() - began, thread_clock() - cpu_began
     finally:
         if canary is not None:

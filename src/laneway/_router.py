@@ -38,6 +38,10 @@ __all__ = ["Estimate", "Plan", "estimate", "measured_kind", "plan_run"]
 IO_THREADS_HINTED = 64
 """Threads for work hinted I/O-bound when nothing was measured (without ``workers=``)."""
 
+UNKNOWN_THREADS_CAP = 32
+"""Threads for forced-thread work of unknown kind: ``min(32, cpus + 4)``, as the
+standard library's ThreadPoolExecutor."""
+
 IO_THREADS_MAX = 512
 """Most threads measured I/O-bound work gets without ``workers=``."""
 
@@ -172,8 +176,10 @@ def _workers(backend: str, kind: Kind | None, asked: int | None, cpus: int,
         workers = asked
     elif backend == "process" or kind in ("cpu", "native"):
         workers = cpus
-    else:
+    elif kind in ("io", "async"):
         workers = IO_THREADS_HINTED
+    else:
+        workers = min(UNKNOWN_THREADS_CAP, cpus + 4)  # the standard library's default
     if total is not None:
         workers = min(workers, max(1, total))
     return workers

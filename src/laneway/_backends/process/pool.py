@@ -42,7 +42,7 @@ import time
 import types
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
@@ -62,6 +62,7 @@ from ..._errors import (
 )
 from . import messages as m
 from . import worker as worker_module
+from .shared_slots import SharedSlots
 
 __all__ = ["ProcessPool", "ProcessRun", "default_pool", "start_method"]
 
@@ -178,7 +179,7 @@ def _make_job(run: ProcessRun, chunk_id: int, start: int, items: list[Any],
 class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: Connection
-    progress: MutableSequence[int]
+    progress: SharedSlots
     inflight: deque[_Job] = field(default_factory=deque)
     functions: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     idle_since: float = field(default_factory=time.monotonic)
@@ -353,13 +354,14 @@ class ProcessPool:
             if w.process.is_alive():
                 w.process.kill()
                 w.process.join(1.0)
+            w.progress.close()
         self._alive_w.close()
 
     # -- workers --------------------------------------------------------------------------
 
     def _spawn_locked(self) -> None:
         parent_end, child_end = self._ctx.Pipe(duplex=True)
-        progress = self._ctx.RawArray("q", m.PROGRESS_SLOTS)
+        progress = SharedSlots(m.PROGRESS_SLOTS)
         native_threads = max(1, available_cpus() // max(1, self._target))
         process = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_module.main,
@@ -506,6 +508,7 @@ class ProcessPool:
                 self._startup_deaths += 1
                 if self._startup_deaths >= MAX_STARTUP_DEATHS:
                     self._fail_everything_locked(worker, exitcode)
+                    worker.progress.close()
                     return
             requeue: list[_Job] = []
             for position, job in enumerate(worker.inflight):
@@ -535,6 +538,7 @@ class ProcessPool:
                 job.run.deliver_failures(job.chunk_id, job.start, len(job.items),
                                          job.run.stopped_error)
             self._pending.extendleft(reversed(requeue))
+            worker.progress.close()
             if not self._closed and len(self._workers) < self._target and (
                 self._pending or any(w.inflight for w in self._workers)
             ):
@@ -642,6 +646,7 @@ class ProcessPool:
                 self._workers.remove(w)
                 w.conn.close()  # the worker sees EOF and exits
                 w.process.join(1.0)
+                w.progress.close()
             self._target = min(self._target, len(self._workers)) if not self._workers \
                 else self._target
             for w in self._workers:

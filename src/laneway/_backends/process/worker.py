@@ -29,6 +29,11 @@ from ..._chunks import ItemRunner, encode_failure
 from ..._errors import Failure, RemoteTaskError
 from . import messages as m
 
+WORKER_STEP_TARGET_S = 0.002
+"""Tiny items run in steps of about this long in a worker, each step's outcomes sent as
+one message: a message per ~2 ms keeps tiny-item throughput, and a crash can only put
+the items of one such step in doubt."""
+
 _NATIVE_THREAD_VARS = (
     "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -120,9 +125,10 @@ def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, flags: int,
 
     # flush_interval=0: every finished step is handed in before the next one starts, so
     # if the worker dies, only the step it was in (one item, unless items take well under
-    # STEP_TARGET_S) can be in doubt; everything before it was already delivered.
+    # WORKER_STEP_TARGET_S) can be in doubt; everything before it was already delivered.
     runner = ItemRunner(fn, items, emit, catch=BaseException, started=started, remote=True,
-                        max_step=1 if timed else 1 << 16, flush_interval=0.0)
+                        max_step=1 if timed else 1 << 16, flush_interval=0.0,
+                        step_target=WORKER_STEP_TARGET_S)
     if not timed:
         runner.run()
         return
