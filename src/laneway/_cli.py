@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _info() -> int:
-    from ._backends.process.pool import start_method
+    from ._backends.process.launch import start_method
     from ._router import IO_THREADS_HINTED, IO_THREADS_MAX
 
     cpus = available_cpus()

@@ -161,6 +161,9 @@ class Run:
         assert self.plan is not None
         backend, workers = self.plan.backend, self.plan.workers
         if backend == "process":
+            from ._backends.process.launch import start_early
+
+            start_early()  # the fork server boots while the pool module imports
             from ._backends.process.pool import default_pool
 
             return default_pool().open_run(self.fn, self._sink, workers,

@@ -36,7 +36,6 @@ import multiprocessing
 import os
 import pickle
 import queue
-import sys
 import threading
 import time
 import types
@@ -62,6 +61,7 @@ from ..._errors import (
 )
 from . import messages as m
 from . import worker as worker_module
+from .launch import start_early, start_method
 from .shared_slots import SharedSlots
 
 __all__ = ["ProcessPool", "ProcessRun", "default_pool", "start_method"]
@@ -92,13 +92,6 @@ CANCEL_GRACE_S = 0.2
 (and replaced), so cancellation is prompt even for long items."""
 
 _seq = itertools.count(1)
-
-
-def start_method() -> str:
-    """The start method laneway uses for process workers on this platform."""
-    if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
-        return "forkserver"
-    return "spawn"
 
 
 _by_reference: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
@@ -264,7 +257,7 @@ class ProcessPool:
                  idle_timeout: float = IDLE_TIMEOUT_S) -> None:
         self._ctx = context or multiprocessing.get_context(start_method())
         if self._ctx.get_start_method() == "forkserver":
-            _preload_worker_in_forkserver(self._ctx)
+            start_early()
         self._idle_timeout = idle_timeout
         self._lock = threading.RLock()
         self._workers: list[_Worker] = []
@@ -664,18 +657,6 @@ class ProcessPool:
                 for w in self._workers:
                     if w.inflight and w.inflight[0].run is run:
                         w.process.kill()  # its sentinel fires; _on_exit replaces it
-
-
-def _preload_worker_in_forkserver(ctx: BaseContext) -> None:
-    """Have the fork server import the worker module once, so every worker forked
-    from it starts ready (a few ms instead of an import each).  Whatever the program
-    already asked the fork server to preload is kept."""
-    from multiprocessing import forkserver
-
-    server = getattr(forkserver, "_forkserver", None)
-    current = list(getattr(server, "_preload_modules", None) or ["__main__"])
-    if worker_module.__name__ not in current:
-        ctx.set_forkserver_preload([*current, worker_module.__name__])
 
 
 _default: ProcessPool | None = None

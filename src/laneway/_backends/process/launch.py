@@ -1,0 +1,43 @@
+"""How worker processes are started: the start method, and an early start of the fork
+server.
+
+This module is light (only ``multiprocessing``) so a run can start the fork server
+*before* importing the rest of the pool: the server boots (a new interpreter, plus the
+preloaded worker module) while the caller imports cloudpickle and pickles the function,
+instead of after.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+
+__all__ = ["WORKER_MODULE", "start_early", "start_method"]
+
+WORKER_MODULE = "laneway._backends.process.worker"
+
+
+def start_method() -> str:
+    """The start method laneway uses: forkserver on Linux, spawn elsewhere (never plain
+    fork of a threaded parent)."""
+    if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
+        return "forkserver"
+    return "spawn"
+
+
+def start_early() -> None:
+    """Start the fork server now (if it is the start method), preloading the worker.
+
+    The worker module is added to whatever the program already asked the fork server to
+    preload, so every worker forked from it starts in a few milliseconds.  Returns at
+    once; the server finishes booting in the background.
+    """
+    if start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    current = list(getattr(server, "_preload_modules", None) or ["__main__"])
+    if WORKER_MODULE not in current:
+        forkserver.set_forkserver_preload([*current, WORKER_MODULE])
+    forkserver.ensure_running()
