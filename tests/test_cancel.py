@@ -65,7 +65,7 @@ PROGRAM = textwrap.dedent(
     import laneway
 
     def long_task(x):
-        print(os.getpid(), flush=True)  # "I have started" (stdout is the test's pipe)
+        os.write(1, f"{os.getpid()}\\n".encode())  # "started" in one atomic write
         time.sleep(120)
         return x
 
