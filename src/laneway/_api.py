@@ -38,7 +38,7 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
 
 
 def _prepare(entry: str, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
-             fail_fast: bool, **keywords: Any) -> Run:
+             fail_fast: bool, bounded: bool = True, **keywords: Any) -> Run:
     validate_callable(f"{entry}() argument fn", fn)
     if not isinstance(iterable, Iterable):
         msg = (f"{entry}() argument iterable must be iterable, got "
@@ -47,7 +47,8 @@ def _prepare(entry: str, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
     options = RunOptions.validate(**keywords)
     if is_coroutine_function(fn):
         fn = _AwaitEach(fn)
-    return Run(fn, iterable, options, total_of(iterable), fail_fast=fail_fast, entry=entry)
+    return Run(fn, iterable, options, total_of(iterable), fail_fast=fail_fast, entry=entry,
+               bounded=bounded)
 
 
 @overload
@@ -101,7 +102,8 @@ def parallel_map(fn: Callable[[T], Any], iterable: Iterable[T], *,
         >>> laneway.parallel_map(abs, [-1, 2, -3], backend="thread")
         [1, 2, 3]
     """
-    run = _prepare("parallel_map", fn, iterable, fail_fast=True, kind=kind, backend=backend,
+    run = _prepare("parallel_map", fn, iterable, fail_fast=True, bounded=False, kind=kind,
+                   backend=backend,
                    workers=workers, chunksize=chunksize, ordered=ordered, timeout=timeout,
                    task_timeout=task_timeout, errors=errors, progress=progress)
     results: list[Any] = []

@@ -7,8 +7,8 @@ The dispatcher runs in the caller's thread and pulls items from the user's itera
 only when the window has room, so an infinite generator works and memory stays
 bounded.  Backends put :class:`~laneway._chunks.Batch` objects on the run's queue;
 nothing else crosses between threads.  The window counts chunks that are not yet
-finished (unordered) or not yet delivered (ordered), so a slow item at the head of an
-ordered run holds back dispatch instead of piling up results behind it.
+finished; an ordered ``imap`` also caps the chunks finished but waiting behind a slower
+one (``REORDER_SLACK`` windows), so memory stays bounded even when the head item is slow.
 """
 
 from __future__ import annotations
@@ -65,6 +65,11 @@ CHUNK_TARGET_S = 0.01
 WINDOW_PER_WORKER = 2
 """Chunks in the window per worker: one running and one ready to start."""
 
+REORDER_SLACK = 4
+"""An ordered imap holds at most this many windows of chunks that are done but wait for
+an earlier, slower one: memory stays bounded, and one slow item does not idle the other
+workers at once.  (parallel_map keeps every result anyway, so it has no such limit.)"""
+
 
 class BackendRun(Protocol):
     """What the pipeline needs from a backend for one run."""
@@ -98,7 +103,8 @@ class Run:
     """
 
     def __init__(self, fn: Callable[[Any], Any], iterable: Iterable[Any], options: RunOptions,
-                 total: int | None, *, fail_fast: bool, entry: str) -> None:
+                 total: int | None, *, fail_fast: bool, entry: str,
+                 bounded: bool = True) -> None:
         self.fn = fn
         self.fn_name = getattr(fn, "__qualname__", None) or repr(fn)
         self.options = options
@@ -106,6 +112,7 @@ class Run:
         self.entry = entry
         self._items = iter(iterable)
         self._fail_fast = fail_fast
+        self._bounded = bounded
         self._sink: queue.SimpleQueue[Batch] = queue.SimpleQueue()
         self.plan: Plan | None = None
         self._backend: BackendRun | None = None
@@ -213,8 +220,9 @@ class Run:
         exhausted = False
         try:
             while True:
-                while not exhausted and (len(chunk_ends) if options.ordered
-                                         else len(remaining)) < window:
+                while not exhausted and len(remaining) < window and (
+                        not (options.ordered and self._bounded)
+                        or len(chunk_ends) < REORDER_SLACK * window):
                     chunk_items = list(itertools.islice(items, sizer.next_size()))
                     if not chunk_items:
                         exhausted = True

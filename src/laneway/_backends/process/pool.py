@@ -394,9 +394,12 @@ class ProcessPool:
             load = len(w.inflight)
             if load == 0:
                 return w
-            if load == 1 and best is None and len(job.frame) <= PREFETCH_MAX_BYTES and (
-                job.run.key in w.functions or len(run.function_frame) <= PREFETCH_MAX_BYTES
-            ):
+            if load == 1 and best is None and run.task_timeout is None \
+                    and len(job.frame) <= PREFETCH_MAX_BYTES and (
+                        job.run.key in w.functions
+                        or len(run.function_frame) <= PREFETCH_MAX_BYTES):
+                # (no queueing behind an item that may hang: a timed run's next chunk
+                # waits for a free worker instead)
                 best = w
         return best
 

@@ -123,11 +123,14 @@ def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, flags: int,
                         + body)
         sending = False
 
-    # flush_interval=0: every finished step is handed in before the next one starts, so
-    # if the worker dies, only the step it was in (one item, unless items take well under
-    # WORKER_STEP_TARGET_S) can be in doubt; everything before it was already delivered.
+    # Untimed: flush_interval=0, every finished step is handed in before the next one
+    # starts, so if the worker dies only the step it was in (one item, unless items take
+    # well under WORKER_STEP_TARGET_S) can be in doubt.  Timed: steps are single items
+    # (each stamped with its start), flushed every WORKER_STEP_TARGET_S, and a worker
+    # stopped for a timeout hands in what it holds from its SIGTERM handler.
     runner = ItemRunner(fn, items, emit, catch=BaseException, started=started, remote=True,
-                        max_step=1 if timed else 1 << 16, flush_interval=0.0,
+                        max_step=1 if timed else 1 << 16,
+                        flush_interval=WORKER_STEP_TARGET_S if timed else 0.0,
                         step_target=WORKER_STEP_TARGET_S)
     if not timed:
         runner.run()
