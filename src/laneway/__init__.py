@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._api import imap, parallel_map
     from ._classify import Profile, classify
+    from ._concurrent import Task, run_concurrently, task
     from ._cpus import available_cpus
     from ._errors import LanewayError, TaskTimeoutError, WorkerCrashedError
     from ._hints import cpu_bound, io_bound
@@ -32,6 +33,7 @@ __all__ = [
     "LanewayError",
     "Plan",
     "Profile",
+    "Task",
     "TaskTimeoutError",
     "WorkerCrashedError",
     "available_cpus",
@@ -41,6 +43,8 @@ __all__ = [
     "io_bound",
     "last_plan",
     "parallel_map",
+    "run_concurrently",
+    "task",
 ]
 
 __version__ = "0.1.0.dev0"
@@ -49,6 +53,9 @@ _HOMES = {
     "LanewayError": "._errors",
     "Plan": "._router",
     "Profile": "._classify",
+    "Task": "._concurrent",
+    "run_concurrently": "._concurrent",
+    "task": "._concurrent",
     "classify": "._classify",
     "last_plan": "._run",
     "TaskTimeoutError": "._errors",

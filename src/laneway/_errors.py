@@ -139,13 +139,13 @@ class Failure:
         self.exc = exc
         self.remote_tb = remote_tb
 
-    def materialize(self, index: int, fn_name: str) -> BaseException:
-        """The exception to hand to the user, with the item noted (once)."""
+    def materialize(self, index: int, fn_name: str, unit: str = "item") -> BaseException:
+        """The exception to hand to the user, with the item (or task) noted (once)."""
         exc = self.exc
         if self.remote_tb is not None and exc.__cause__ is None:
             exc.__cause__ = RemoteTraceback(self.remote_tb)
             self.remote_tb = None
-        note = f"laneway: raised by item #{index} of {fn_name}"
+        note = f"laneway: raised by {unit} #{index} of {fn_name}"
         notes = getattr(exc, "__notes__", ())
         if note not in notes:
             exc.add_note(note)
