@@ -20,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._aio import amap, arun_concurrently
     from ._api import imap, parallel_map
     from ._classify import Profile, classify
     from ._concurrent import Task, run_concurrently, task
@@ -36,6 +37,8 @@ __all__ = [
     "Task",
     "TaskTimeoutError",
     "WorkerCrashedError",
+    "amap",
+    "arun_concurrently",
     "available_cpus",
     "classify",
     "cpu_bound",
@@ -60,6 +63,8 @@ _HOMES = {
     "last_plan": "._run",
     "TaskTimeoutError": "._errors",
     "WorkerCrashedError": "._errors",
+    "amap": "._aio",
+    "arun_concurrently": "._aio",
     "available_cpus": "._cpus",
     "cpu_bound": "._hints",
     "imap": "._api",

@@ -39,6 +39,9 @@ from ._router import Plan, plan_run
 __all__ = ["Run", "last_plan"]
 
 logger = logging.getLogger("laneway")
+
+_CANCEL = Batch(-2, -1, 0, 0.0)
+"""Put on a run's queue by :meth:`Run.cancel`."""
 _last = threading.local()
 
 
@@ -120,6 +123,10 @@ class Run:
         if not needs_measuring(fn, options):
             self._set_plan(plan_run(fn, options, total))
             self._backend = self._open_backend()
+
+    def cancel(self) -> None:
+        """Stop the run from another thread: its ``segments()`` ends and cancels the rest."""
+        self._sink.put(_CANCEL)
 
     def _set_plan(self, plan: Plan) -> None:
         self.plan = plan
@@ -235,6 +242,8 @@ class Run:
                 if not remaining and not reorder:
                     return
                 batch = self._next_batch(backend, deadline, dispatched, done)
+                if batch is _CANCEL:
+                    return
                 batch.decode()
                 if batch.chunk_id >= 0 and batch.busy_s > 0:  # not a crash report
                     sizer.observe(batch.count, batch.busy_s)

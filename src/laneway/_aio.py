@@ -1,0 +1,225 @@
+"""``amap`` and ``arun_concurrently``: the entry points for async code.
+
+Neither blocks the event loop.  Coroutine functions run *on the loop* itself, at most
+``workers`` at a time (default ``ASYNC_CONCURRENCY``), pulling items lazily.  Anything
+else is routed exactly as by ``parallel_map``/``run_concurrently`` (hints, profiling,
+pools), with the caller's side of the pipeline on a helper thread that the loop awaits;
+cancelling the awaiting task cancels the run.
+
+Calling the *sync* ``parallel_map`` from inside a running loop works too (it is an
+ordinary blocking call), but it blocks the loop until it returns: in async code use
+``await amap(...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from ._api import _prepare
+from ._concurrent import Task, _as_task, run_concurrently
+from ._errors import Failure, TaskTimeoutError
+from ._hints import Kind, is_coroutine_function
+from ._options import BackendName, ErrorPolicy, Progress, RunOptions
+from ._progress import make_reporter
+from ._run import Run
+
+__all__ = ["amap", "arun_concurrently"]
+
+T = TypeVar("T")
+
+ASYNC_CONCURRENCY = 1024
+"""Coroutines of one amap in flight at once, without ``workers=``: they are cheap, and
+waiting is what they do."""
+
+
+async def amap(fn: Callable[[T], Any], iterable: Iterable[T], *, kind: Kind | None = None,
+               backend: BackendName | None = None, workers: int | None = None,
+               chunksize: int | None = None, ordered: bool = True,
+               timeout: float | None = None, task_timeout: float | None = None,
+               errors: ErrorPolicy = "raise", progress: Progress = False) -> list[Any]:
+    """``parallel_map`` for async code: ``results = await laneway.amap(fn, items)``.
+
+    A coroutine function runs on the running loop with at most ``workers`` calls in
+    flight (default 1024); any other function is routed like ``parallel_map`` and
+    awaited without blocking the loop.  Same keywords and error policy as
+    ``parallel_map``.
+
+    Example:
+        >>> import asyncio, laneway
+        >>> async def double(x):
+        ...     await asyncio.sleep(0.01)
+        ...     return 2 * x
+        >>> asyncio.run(laneway.amap(double, range(3)))
+        [0, 2, 4]
+    """
+    keywords = {"kind": kind, "backend": backend, "workers": workers,
+                "chunksize": chunksize, "ordered": ordered, "timeout": timeout,
+                "task_timeout": task_timeout, "errors": errors, "progress": progress}
+    if is_coroutine_function(fn) and backend in (None, "async"):
+        options = RunOptions.validate(**{**keywords, "backend": None})
+        return await _map_on_loop(fn, iterable, options)
+    run = _prepare("amap", fn, iterable, fail_fast=True, bounded=False, **keywords)
+    return await _in_thread(run)
+
+
+async def _in_thread(run: Run) -> list[Any]:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[list[Any]] = loop.create_future()
+
+    def settle(result: list[Any] | None, error: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result or [])
+
+    def hand_back(result: list[Any] | None, error: BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting now
+            loop.call_soon_threadsafe(settle, result, error)
+
+    def collect() -> None:
+        results: list[Any] = []
+        try:
+            for segment in run.segments():
+                results.extend(segment)
+        except BaseException as exc:
+            hand_back(None, exc)
+            return
+        hand_back(results, None)
+
+    threading.Thread(target=collect, daemon=True, name="laneway-amap").start()
+    try:
+        return await done
+    except asyncio.CancelledError:
+        run.cancel()
+        raise
+
+
+async def _map_on_loop(fn: Callable[[Any], Awaitable[Any]], iterable: Iterable[Any],
+                       options: RunOptions) -> list[Any]:
+    limit = options.workers or ASYNC_CONCURRENCY
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
+    report = make_reporter(options.progress, total)
+    results: dict[int, Any] = {}
+    order: list[int] = []
+
+    async def one(index: int, item: Any) -> tuple[int, Any, Failure | None]:
+        try:
+            if options.task_timeout is None:
+                return index, await fn(item), None
+            try:
+                return index, await asyncio.wait_for(fn(item), options.task_timeout), None
+            except TimeoutError:
+                raise TaskTimeoutError(
+                    f"{name}(item #{index}) ran longer than "
+                    f"task_timeout={options.task_timeout}s and was cancelled",
+                    index=index, seconds=options.task_timeout) from None
+        except Exception as exc:
+            return index, None, Failure(exc)
+
+    async def drive() -> None:
+        items = iter(iterable)
+        pending: set[asyncio.Task[tuple[int, Any, Failure | None]]] = set()
+        next_index = 0
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < limit:
+                    try:
+                        item = next(items)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    pending.add(asyncio.ensure_future(one(next_index, item)))
+                    next_index += 1
+                if not pending:
+                    return
+                finished, pending = await asyncio.wait(pending,
+                                                       return_when=asyncio.FIRST_COMPLETED)
+                for future in finished:
+                    index, value, failure = future.result()
+                    if failure is not None:
+                        error = failure.materialize(index, name)
+                        if options.errors == "raise":
+                            raise error
+                        value = error
+                    results[index] = value
+                    order.append(index)
+                report(len(results))
+        finally:
+            for future in pending:
+                future.cancel()
+            report(None)
+
+    if options.timeout is None:
+        await drive()
+    else:
+        try:
+            async with asyncio.timeout(options.timeout):
+                await drive()
+        except TimeoutError:
+            msg = (f"{name} did not finish within timeout={options.timeout}s: "
+                   f"{len(results)} items were delivered; the rest were cancelled")
+            raise TimeoutError(msg) from None
+    keys = sorted(results) if options.ordered else order
+    return [results[k] for k in keys]
+
+
+async def arun_concurrently(*tasks: Task[Any] | Callable[[], Any],
+                            timeout: float | None = None,
+                            errors: ErrorPolicy = "raise") -> list[Any]:
+    """``run_concurrently`` for async code: coroutine tasks run on the running loop,
+    the others are routed as usual and awaited without blocking it.
+
+    Example:
+        >>> import asyncio, laneway
+        >>> async def hello():
+        ...     return "hi"
+        >>> asyncio.run(laneway.arun_concurrently(hello, lambda: 1 + 1))
+        ['hi', 2]
+    """
+    options = RunOptions.validate(timeout=timeout, errors=errors)
+    normalized = [_as_task(position, value) for position, value in enumerate(tasks)]
+    on_loop = [k for k, t in enumerate(normalized) if is_coroutine_function(t.fn)]
+    elsewhere = [k for k in range(len(normalized)) if k not in set(on_loop)]
+
+    async def coroutine_task(k: int) -> Any:
+        t = normalized[k]
+        try:
+            return await t.fn(*t.args, **t.kwargs)
+        except Exception as exc:
+            name = getattr(t.fn, "__qualname__", None) or repr(t.fn)
+            error = Failure(exc).materialize(k, name, unit="task")
+            if options.errors == "raise":
+                raise error from exc.__cause__
+            return error
+
+    async def others() -> list[Any]:
+        if not elsewhere:
+            return []
+        return await asyncio.to_thread(run_concurrently, *(normalized[k] for k in elsewhere),
+                                       errors=options.errors)
+
+    async def everything() -> list[Any]:
+        gathered = await asyncio.gather(others(), *(coroutine_task(k) for k in on_loop))
+        results: list[Any] = [None] * len(normalized)
+        for k, value in zip(elsewhere, gathered[0], strict=True):
+            results[k] = value
+        for k, value in zip(on_loop, gathered[1:], strict=True):
+            results[k] = value
+        return results
+
+    if options.timeout is None:
+        return await everything()
+    try:
+        async with asyncio.timeout(options.timeout):
+            return await everything()
+    except TimeoutError:
+        msg = f"arun_concurrently did not finish within timeout={options.timeout}s"
+        raise TimeoutError(msg) from None
