@@ -76,7 +76,11 @@ def _classify(target: str, raw_args: list[str]) -> int:
     except (ImportError, AttributeError) as exc:
         print(f"error: cannot load {target}: {exc}", file=sys.stderr)
         return 2
-    profile = classify(fn, *(_literal(arg) for arg in raw_args))
+    try:
+        profile = classify(fn, *(_literal(arg) for arg in raw_args))
+    except Exception as exc:
+        print(f"error: {target} raised {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     gil = {True: "released", False: "held", None: "not probed"}[profile.releases_gil]
     print(f"{target}: kind {profile.kind!r}, backend {profile.backend!r}")
     print(f"  wall {profile.wall_s * 1e3:.2f} ms, CPU {profile.cpu_s * 1e3:.2f} ms "

@@ -44,7 +44,10 @@ LATE_S = 0.0015
 """A canary wake-up later than this (beyond its sleep) means it waited for the GIL."""
 
 MIN_CANARY_WAKEUPS = 4
-"""Fewer wake-ups than this say nothing about the GIL."""
+"""Fewer wake-ups than this say nothing about the GIL..."""
+
+SILENT_CANARY_S = 0.008
+"""...unless the canary hardly woke at all in this long: then the GIL was held."""
 
 SAMPLE_BUDGET_S = 0.02
 """Profiling inside a run measures items until this much time has passed (at least one
@@ -59,6 +62,9 @@ TINY_AFTER_S = 0.001
 
 MAX_SAMPLE_ITEMS = 100_000
 """And never more items than this, however small they are."""
+
+
+_NOTHING: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +128,14 @@ class _Canary:
             if clock() - before - CANARY_SLEEP_S > LATE_S:
                 self.late += 1
 
-    def verdict(self) -> bool | None:
-        """True: the task let the canary run (GIL released); None: cannot tell."""
+    def verdict(self, watched_s: float) -> bool | None:
+        """True: the task let the canary run (GIL released); None: cannot tell.
+
+        A canary that barely woke during ``watched_s`` of measuring was kept off the GIL
+        the whole time (a single long C call that holds it, say): that is a False."""
         if self.wakeups < MIN_CANARY_WAKEUPS:
+            if watched_s >= SILENT_CANARY_S and self.wakeups < MIN_CANARY_WAKEUPS / 2:
+                return False
             return None
         return self.late * 2 < self.wakeups
 
@@ -156,6 +167,7 @@ def measure_calls(
     values: list[Any] = []
     failures: dict[int, Failure] | None = None
     first: tuple[Any, Any] | None = None
+    first_item: Any = _NOTHING
     exhausted = False
     probe = probe_gil and _can_probe_gil()
     canary = _Canary(clock) if probe else None
@@ -171,6 +183,8 @@ def measure_calls(
                 except StopIteration:
                     exhausted = True
                     break
+                if first_item is _NOTHING:
+                    first_item = item
                 try:
                     result = call(item)
                 except Exception as exc:
@@ -183,10 +197,11 @@ def measure_calls(
                     if first is None:
                         first = (item, result)
             elapsed = clock() - began
-            if exhausted or elapsed >= budget_s or (
-                elapsed >= TINY_AFTER_S and elapsed < TINY_ITEM_S * len(values)
+            per_item = elapsed / max(1, len(values))
+            if exhausted or elapsed + per_item / 2 >= budget_s or (
+                elapsed >= TINY_AFTER_S and per_item < TINY_ITEM_S
             ):
-                break
+                break  # (another item would mostly overrun the budget: stop now)
             step = min(step * 2, max_items - len(values))
         wall, cpu = clock() - began, thread_clock() - cpu_began
     finally:
@@ -195,10 +210,12 @@ def measure_calls(
     arg_bytes = result_bytes = None
     if first is not None:  # sized after the clock stopped: pickling is not the task's time
         arg_bytes, result_bytes = pickled_size(first[0]), pickled_size(first[1])
+    elif first_item is not _NOTHING:  # every item failed: size the item, assume a small result
+        arg_bytes, result_bytes = pickled_size(first_item), 0
     calls = max(1, len(values))
     measurement = Measurement(
         calls=len(values), wall_s=wall / calls, cpu_s=cpu / calls,
-        releases_gil=canary.verdict() if canary is not None else None,
+        releases_gil=canary.verdict(wall) if canary is not None else None,
         arg_bytes=arg_bytes, result_bytes=result_bytes,
     )
     return Sample(values, failures, measurement, exhausted)
@@ -219,8 +236,8 @@ def needs_measuring(fn: Callable[..., Any], options: Any) -> bool:
     from ._options import env_backend
     from ._router import task_kind
 
-    return options.backend is None and env_backend() is None \
-        and task_kind(fn, options)[0] is None
+    return options.backend is None and options.task_timeout is None \
+        and env_backend() is None and task_kind(fn, options)[0] is None
 
 
 def cached_measurement(fn: Callable[..., Any]) -> Measurement | None:

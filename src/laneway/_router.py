@@ -113,7 +113,7 @@ def task_kind(fn: Callable[..., Any], options: RunOptions) -> tuple[Kind | None,
 
 
 def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
-             measurement: Measurement | None = None) -> Plan:
+             measurement: Measurement | None = None, *, earlier: bool = False) -> Plan:
     """Choose the backend and pool size for one run of ``fn`` over ``total`` items.
 
     ``measurement`` (of the run's first items) is used only when neither a backend nor a
@@ -135,9 +135,13 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
     elif kind in ("io", "async"):
         backend, reason = "thread", f"{known}: waiting work overlaps best on threads"
     elif measurement is not None:
-        estimate_ = estimate(measurement, total, cpus)
+        estimate_ = estimate(measurement, total, cpus, earlier=earlier)
         backend, workers, kind, reason = (estimate_.backend, estimate_.workers,
                                           estimate_.kind, estimate_.reason)
+    elif options.task_timeout is not None:
+        backend, reason = "thread", (f"{known}, and with task_timeout its items are not "
+                                     f"measured in the caller (they could not be "
+                                     f"interrupted there), so threads")
     else:
         backend, reason = "thread", f"{known} and nothing was measured, so threads"
     if backend == "process" and _context.in_process_worker():
@@ -204,7 +208,7 @@ def measured_kind(m: Measurement) -> Kind:
 
 
 def estimate(m: Measurement, total: int | None, cpus: int, *,
-             pool_warm: bool | None = None) -> Estimate:
+             pool_warm: bool | None = None, earlier: bool = False) -> Estimate:
     """Estimate each backend's time for ``total`` more items like the measured ones."""
     n = UNKNOWN_ITEMS if total is None else total
     kind = measured_kind(m)
@@ -231,13 +235,16 @@ def estimate(m: Measurement, total: int | None, cpus: int, *,
         start = 0.0 if pool_warm else PROCESS_COLD_START_S
         seconds["process"] = n * (w + transfer) / procs + n * transfer / 2 + start
     best = min(seconds, key=seconds.__getitem__)
+    if best == "process" and seconds["thread"] * WORTHWHILE <= seconds["process"]:
+        best = "thread"  # a near tie goes to threads: no pickling, no extra processes
     if best != "serial" and seconds[best] > WORTHWHILE * seconds["serial"]:
         best = "serial"
     backend: BackendName = "serial" if best == "serial" else (
         "thread" if best == "thread" else "process")
     workers = 1 if backend == "serial" else (threads if backend == "thread"
                                              else max(1, min(cpus, max(n, 1))))
-    reason = (f"measured {m.calls} call{'s' if m.calls != 1 else ''}: "
+    reason = (f"{'an earlier run ' if earlier else ''}measured {m.calls} "
+              f"call{'s' if m.calls != 1 else ''}: "
               f"{_duration(w)} each, {m.cpu_ratio:.0%} CPU, {_gil_words(m)}"
               f"{_bytes_words(m)}; {_kind_words(kind)}, so {_backend_words(backend)} "
               f"(estimated {_duration(seconds[best])} vs {_duration(seconds['serial'])} "
@@ -262,7 +269,7 @@ def _duration(seconds: float) -> str:
 
 def _gil_words(m: Measurement) -> str:
     return {True: "releases the GIL", False: "holds the GIL",
-            None: "GIL use not probed"}[m.releases_gil]
+            None: "GIL use unknown (too short to tell)"}[m.releases_gil]
 
 
 def _bytes_words(m: Measurement) -> str:

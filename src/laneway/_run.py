@@ -34,7 +34,7 @@ from ._profile import (
     remember_measurement,
 )
 from ._progress import make_reporter
-from ._router import Plan, plan_run
+from ._router import Plan, _env_max_workers, plan_run
 
 __all__ = ["Run", "last_plan"]
 
@@ -120,6 +120,7 @@ class Run:
         self.plan: Plan | None = None
         self._backend: BackendRun | None = None
         self._measurement: Measurement | None = None
+        _env_max_workers()  # a bad LANEWAY_MAX_WORKERS is refused before anything runs
         if not needs_measuring(fn, options):
             self._set_plan(plan_run(fn, options, total))
             self._backend = self._open_backend()
@@ -148,11 +149,12 @@ class Run:
         else:
             measurement = cached
         self._measurement = measurement
+        earlier = cached is not None
         sampled = sample.measurement.calls if sample is not None else 0
         left = None if self.total is None else self.total - sampled
         if sample is not None and sample.exhausted:
             left = 0
-        plan = plan_run(self.fn, self.options, left, measurement)
+        plan = plan_run(self.fn, self.options, left, measurement, earlier=earlier)
         if left == 0 and sample is not None:
             plan = replace(plan, backend="serial", workers=1, reason=(
                 f"every item ({sampled}) already ran while it was being measured: "

@@ -579,8 +579,8 @@ class ProcessPool:
         if first == last:
             what = f"{run.fn_name}(item #{first}). Other items were not affected"
         else:
-            what = (f"{run.fn_name} on items #{first}-#{last}, which run as one small "
-                    f"group because each takes well under a millisecond: one of them "
+            what = (f"{run.fn_name} on items #{first}-#{last}, which ran as one small "
+                    f"group because each takes less than about 2 ms: one of them "
                     f"crashed it, and the group's results were lost with it. Other items "
                     f"were not affected")
 

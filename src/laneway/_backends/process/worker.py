@@ -9,7 +9,6 @@ watcher thread ends the process at once, even in the middle of a task).
 from __future__ import annotations
 
 import contextlib
-import multiprocessing.sharedctypes  # noqa: F401  (the progress array; see below)
 import os
 import pickle
 import signal
@@ -20,10 +19,8 @@ from collections.abc import Callable, MutableSequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-import cloudpickle  # functions arrive cloudpickled: import it before the first task
+import cloudpickle  # functions arrive cloudpickled: the fork server preloads it once
 
-# The two imports above are here so that the fork server, which preloads this module,
-# has them already: a worker forked from it then starts in a few milliseconds.
 from ... import _context
 from ..._chunks import ItemRunner, encode_failure
 from ..._errors import Failure, RemoteTaskError
