@@ -29,11 +29,15 @@ if TYPE_CHECKING:
     from ._hints import cpu_bound, io_bound
     from ._router import Plan
     from ._run import last_plan
+    from ._shared import SharedCounter, SharedDict, SharedValue
 
 __all__ = [
     "LanewayError",
     "Plan",
     "Profile",
+    "SharedCounter",
+    "SharedDict",
+    "SharedValue",
     "Task",
     "TaskTimeoutError",
     "WorkerCrashedError",
@@ -56,6 +60,9 @@ _HOMES = {
     "LanewayError": "._errors",
     "Plan": "._router",
     "Profile": "._classify",
+    "SharedCounter": "._shared",
+    "SharedDict": "._shared",
+    "SharedValue": "._shared",
     "Task": "._concurrent",
     "run_concurrently": "._concurrent",
     "task": "._concurrent",
