@@ -26,12 +26,14 @@ if TYPE_CHECKING:
     from ._concurrent import Task, run_concurrently, task
     from ._cpus import available_cpus
     from ._errors import LanewayError, TaskTimeoutError, WorkerCrashedError
+    from ._executor import Executor
     from ._hints import cpu_bound, io_bound
     from ._router import Plan
     from ._run import last_plan
     from ._shared import SharedCounter, SharedDict, SharedValue
 
 __all__ = [
+    "Executor",
     "LanewayError",
     "Plan",
     "Profile",
@@ -57,6 +59,7 @@ __all__ = [
 __version__ = "0.1.0.dev0"
 
 _HOMES = {
+    "Executor": "._executor",
     "LanewayError": "._errors",
     "Plan": "._router",
     "Profile": "._classify",

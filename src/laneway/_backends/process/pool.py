@@ -242,6 +242,10 @@ class ProcessRun:
         """The error of an item not run because the run was stopped (``broken``)."""
         return LanewayError(f"item #{index} was not run: {self.broken}")
 
+    def is_running(self) -> bool:
+        """Whether a worker has started one of this run's jobs."""
+        return self.pool.running(self)
+
     def close(self) -> None:
         """Drop this run's queued jobs; workers still busy with it are stopped soon."""
         self.pool.cancel(self)
@@ -312,6 +316,13 @@ class ProcessPool:
                 run.cancelled_at = time.monotonic()
                 self._cancelled.append(run)
                 self._wake()
+
+    def running(self, run: ProcessRun) -> bool:
+        """Whether a worker is running one of ``run``'s jobs right now."""
+        with self._lock:
+            return any(w.inflight and w.inflight[0].run is run
+                       and w.progress[m.PROGRESS_SEQ] == w.inflight[0].seq
+                       for w in self._workers)
 
     def size(self) -> int:
         """Number of live workers."""

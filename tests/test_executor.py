@@ -1,0 +1,177 @@
+"""laneway.Executor against the behaviours CPython's executor tests specify (our own tests)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from concurrent import futures
+
+import pytest
+
+import laneway
+from _support import DEADLOCK_TIMEOUT
+
+
+def mul(x: int, y: int) -> int:
+    return x * y
+
+
+@laneway.io_bound
+def io_mul(x: int, y: int) -> int:
+    return x * y
+
+
+@laneway.cpu_bound
+def cpu_mul(x: int, y: int = 1) -> int:
+    return x * y
+
+
+@laneway.cpu_bound
+def cpu_pid() -> int:
+    return os.getpid()
+
+
+@laneway.cpu_bound
+def cpu_sleep_then_mark(path: str) -> None:
+    open(path + ".started", "w").close()
+    time.sleep(DEADLOCK_TIMEOUT)  # long task work that cancel() must stop
+    open(path + ".finished", "w").close()
+
+
+def raise_value_error(message: str) -> None:
+    raise ValueError(message)
+
+
+@pytest.fixture
+def executor() -> futures.Executor:
+    with laneway.Executor(max_workers=4) as pool:
+        yield pool
+
+
+def test_is_a_concurrent_futures_executor(executor: futures.Executor) -> None:
+    """It is an Executor and its futures are concurrent.futures.Future objects."""
+    assert isinstance(executor, futures.Executor)
+    assert isinstance(executor.submit(mul, 2, 3), futures.Future)
+
+
+def test_submit_and_keywords(executor: futures.Executor) -> None:
+    """submit passes positional and keyword arguments, on threads and processes."""
+    assert executor.submit(mul, 2, 8).result(DEADLOCK_TIMEOUT) == 16
+    assert executor.submit(cpu_mul, 3, y=5).result(DEADLOCK_TIMEOUT) == 15
+    assert executor.submit(cpu_pid).result(DEADLOCK_TIMEOUT) != os.getpid()
+
+
+def test_exceptions_travel_through_futures(executor: futures.Executor) -> None:
+    """A raising call's future holds the exception, with its own type."""
+    future = executor.submit(raise_value_error, "bad")
+    with pytest.raises(ValueError, match="bad"):
+        future.result(DEADLOCK_TIMEOUT)
+    assert isinstance(future.exception(), ValueError)
+
+
+def test_map_in_order_and_exceptions(executor: futures.Executor) -> None:
+    """map yields results in order; an exception is raised when its turn comes."""
+    assert list(executor.map(mul, range(10), range(10))) == [x * x for x in range(10)]
+    results = executor.map(lambda x: 1 // x, [1, 0, 1])
+    assert next(results) == 1
+    with pytest.raises(ZeroDivisionError):
+        next(results)
+
+
+def test_map_is_lazy_over_infinite_input(executor: futures.Executor) -> None:
+    """map does not consume an infinite iterable up front."""
+    squares = executor.map(lambda x: x * x, itertools.count())
+    assert list(itertools.islice(squares, 5)) == [0, 1, 4, 9, 16]
+
+
+def test_map_timeout(executor: futures.Executor) -> None:
+    """map's timeout counts from the call and raises TimeoutError."""
+    release = threading.Event()
+    try:
+        results = executor.map(lambda _: release.wait(DEADLOCK_TIMEOUT), [1, 2], timeout=0.1)
+        with pytest.raises(futures.TimeoutError):
+            list(results)
+    finally:
+        release.set()
+
+
+def test_no_submit_after_shutdown() -> None:
+    """submit after shutdown raises RuntimeError."""
+    pool = laneway.Executor()
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(mul, 1, 2)
+
+
+def test_shutdown_waits_and_cancel_futures() -> None:
+    """shutdown(cancel_futures=True) cancels what has not started; wait=True waits."""
+    release = threading.Event()
+    pool = laneway.Executor(max_workers=1)
+    running = pool.submit(release.wait, DEADLOCK_TIMEOUT)
+    queued = [pool.submit(io_mul, k, k) for k in range(5)]  # hinted: they wait for a thread
+    pool.shutdown(wait=False, cancel_futures=True)
+    assert all(f.cancelled() for f in queued)
+    assert not running.done()
+    release.set()
+    pool.shutdown(wait=True)
+    assert running.done() and running.result() is True
+
+
+def test_wait_and_as_completed(executor: futures.Executor) -> None:
+    """futures.wait and as_completed work with these futures."""
+    release = threading.Event()
+    slow = executor.submit(release.wait, DEADLOCK_TIMEOUT)
+    fast = executor.submit(mul, 2, 2)
+    done, not_done = futures.wait([slow, fast], timeout=DEADLOCK_TIMEOUT,
+                                  return_when=futures.FIRST_COMPLETED)
+    assert fast in done and slow in not_done
+    failing = executor.submit(raise_value_error, "x")
+    done, _ = futures.wait([slow, failing], timeout=DEADLOCK_TIMEOUT,
+                           return_when=futures.FIRST_EXCEPTION)
+    assert failing in done
+    release.set()
+    assert set(futures.as_completed([slow, fast, failing], timeout=DEADLOCK_TIMEOUT)) == \
+        {slow, fast, failing}
+    done, not_done = futures.wait([slow, fast, failing], return_when=futures.ALL_COMPLETED)
+    assert not not_done
+
+
+def test_cancel_pending_thread_call() -> None:
+    """A call still waiting for a thread can be cancelled and never runs."""
+    release = threading.Event()
+    ran: list[int] = []
+    with laneway.Executor(max_workers=1) as pool:
+        blocker = pool.submit(release.wait, DEADLOCK_TIMEOUT)
+        pending = pool.submit(ran.append, 1)
+        assert pending.cancel()
+        release.set()
+        blocker.result(DEADLOCK_TIMEOUT)
+    assert pending.cancelled() and ran == []
+
+
+def test_cancel_running_process_call_stops_it(tmp_path: os.PathLike[str]) -> None:
+    """Future.cancel() on a call running in a worker process stops that call."""
+    marker = os.path.join(tmp_path, "task")
+    with laneway.Executor() as pool:
+        future = pool.submit(cpu_sleep_then_mark, marker)
+        deadline = time.monotonic() + DEADLOCK_TIMEOUT
+        while not os.path.exists(marker + ".started"):  # the worker writes it when running
+            assert time.monotonic() < deadline, "the call never started"
+            time.sleep(0.005)
+        assert future.cancel()
+        assert future.cancelled()
+        with pytest.raises(futures.CancelledError):
+            future.result()
+        # the pool is usable at once: the worker was replaced
+        assert pool.submit(cpu_mul, 6, y=7).result(DEADLOCK_TIMEOUT) == 42
+    assert not os.path.exists(marker + ".finished")
+
+
+def test_bad_max_workers() -> None:
+    """max_workers must be a positive int, named in the error."""
+    with pytest.raises(ValueError, match="max_workers must be a positive int or None, got 0"):
+        laneway.Executor(0)
+    with pytest.raises(TypeError, match="max_workers must be a positive int"):
+        laneway.Executor("4")  # type: ignore[arg-type]
