@@ -10,11 +10,14 @@ instead of after.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 
 __all__ = ["WORKER_MODULE", "start_early", "start_method"]
 
 WORKER_MODULE = "laneway._backends.process.worker"
+
+_started = False
 
 
 def start_method() -> str:
@@ -32,8 +35,10 @@ def start_early() -> None:
     preload, so every worker forked from it starts in a few milliseconds.  Returns at
     once; the server finishes booting in the background.
     """
-    if start_method() != "forkserver":
+    global _started
+    if _started or start_method() != "forkserver":
         return
+    _started = True  # ensure_running() probes two processes: once per process is enough
     from multiprocessing import forkserver
 
     server = getattr(forkserver, "_forkserver", None)
@@ -41,3 +46,12 @@ def start_early() -> None:
     if WORKER_MODULE not in current:
         forkserver.set_forkserver_preload([*current, WORKER_MODULE])
     forkserver.ensure_running()
+    # (if the fork server dies later, multiprocessing restarts it at the next start)
+
+
+def _forget_after_fork() -> None:
+    global _started
+    _started = False
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
