@@ -228,12 +228,16 @@ class ChunkSizer:
     first chunks hold one item; each observed batch updates an estimate of seconds per
     item, and the size grows at most ``GROWTH``-fold per chunk towards
     ``target_s / seconds_per_item``.  With a known total the size is capped so that
-    every worker gets at least ``SPREAD`` chunks, which keeps the end of a run balanced.
+    every worker gets at least ``SPREAD`` chunks, which keeps the end of a run balanced,
+    unless the whole run is known to be tiny (``ONE_CHUNK_S``): then it is one chunk.
     """
 
     GROWTH = 8
     SPREAD = 4
     UNSIZED_CAP = 4096
+    ONE_CHUNK_S = 2e-4
+    """A run whose whole work is estimated below this goes out as one chunk: splitting
+    it between workers would save less time than the extra message costs."""
 
     def __init__(self, *, fixed: int | None, workers: int, total: int | None,
                  target_s: float, per_item_s: float | None = None) -> None:
@@ -243,6 +247,8 @@ class ChunkSizer:
         self._size = 1 if per_item_s is None else self.GROWTH
         if total is None:
             self._cap = self.UNSIZED_CAP
+        elif per_item_s is not None and total * per_item_s <= self.ONE_CHUNK_S:
+            self._cap = max(1, total)
         else:
             self._cap = max(1, math.ceil(total / (workers * self.SPREAD)))
 

@@ -31,7 +31,8 @@ from typing import Any
 from ._errors import Failure
 
 __all__ = ["Measurement", "Sample", "cached_measurement", "check_drift", "measure_calls",
-           "needs_measuring", "pickled_size", "remember_measurement"]
+           "needs_measuring", "pickled_size", "recent_pace", "remember_measurement",
+           "remember_pace"]
 
 DRIFT_FACTOR = 4.0
 """A cached measurement is dropped when a run sees items this many times slower or
@@ -272,3 +273,28 @@ def check_drift(fn: Callable[..., Any], measurement: Measurement,
                     del _measured[fn]
             except TypeError:
                 pass
+
+
+_paces: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+"""Seconds per item that pool workers spent on each function in its latest run."""
+
+
+def remember_pace(fn: Callable[..., Any], per_item_s: float | None) -> None:
+    """Record the time per item a run observed for ``fn`` (a worker's busy time)."""
+    if per_item_s is None:
+        return
+    with _measured_lock, contextlib.suppress(TypeError):
+        _paces[fn] = per_item_s
+
+
+def recent_pace(fn: Callable[..., Any]) -> float | None:
+    """The time per item of ``fn``'s latest run in this process, if any.
+
+    Runs with a forced backend are never measured in the caller; this is what sizes
+    their chunks from the start instead of from one-item chunks.
+    """
+    with _measured_lock:
+        try:
+            return _paces.get(fn)
+        except TypeError:
+            return None

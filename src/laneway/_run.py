@@ -31,7 +31,9 @@ from ._profile import (
     check_drift,
     measure_calls,
     needs_measuring,
+    recent_pace,
     remember_measurement,
+    remember_pace,
 )
 from ._progress import make_reporter
 from ._router import Plan, _env_max_workers, plan_run
@@ -217,9 +219,10 @@ class Run:
             self._backend = self._open_backend()
         plan, backend = self.plan, self._backend
         assert plan is not None and backend is not None
-        sizer = ChunkSizer(fixed=plan.chunksize, workers=plan.workers, total=self.total,
-                           target_s=CHUNK_TARGET_S,
-                           per_item_s=self._measurement.wall_s if self._measurement else None)
+        pace = self._measurement.wall_s if self._measurement else recent_pace(self.fn)
+        sizer = ChunkSizer(fixed=plan.chunksize, workers=plan.workers,
+                           total=None if self.total is None else self.total - dispatched,
+                           target_s=CHUNK_TARGET_S, per_item_s=pace)
         window = WINDOW_PER_WORKER * plan.workers
         items = self._items
         chunk_ids = itertools.count()
@@ -275,6 +278,8 @@ class Run:
             report(None)
             if self._measurement is not None:
                 check_drift(self.fn, self._measurement, sizer.per_item_s)
+            if plan.backend != "serial":
+                remember_pace(self.fn, sizer.per_item_s)
 
     def _next_batch(self, backend: BackendRun, deadline: float | None, dispatched: int,
                     done: int) -> Batch:

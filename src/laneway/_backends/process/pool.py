@@ -4,7 +4,7 @@ Data flow (one pool, shared by every run in the process)::
 
     caller thread (a run)                      collector thread
     ---------------------                      ----------------
-    ProcessRun.submit(chunk)                   wait([wakeup, *pipes, *sentinels])
+    ProcessRun.submit(chunk)                   poll(wakeup, pipes, sentinels)
       pickle items -> _Job (frame bytes)         pipe ready:  header -> Batch -> run's sink
       pool._enqueue(job) --+                     sentinel:    drain pipe, fail/requeue
                            v                     then _assign(): pending jobs -> free workers
@@ -36,6 +36,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import select
 import threading
 import time
 import types
@@ -43,7 +44,7 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -182,6 +183,10 @@ class _Worker:
     kill_at: float | None = None
 
 
+_Watched = dict[int, tuple[bool, _Worker]]
+"""The collector's poll set: file descriptor -> (is it a sentinel, its worker)."""
+
+
 class ProcessRun:
     """One run's use of the pool: its function, its result queue, its worker limit."""
 
@@ -273,6 +278,8 @@ class ProcessPool:
         self._alive_r, self._alive_w = self._ctx.Pipe(duplex=False)
         self._cancelled: list[ProcessRun] = []
         self._startup_deaths = 0
+        self._generation = 0  # bumped whenever _workers changes: the collector re-polls
+        self._outbox: list[tuple[queue.SimpleQueue[Any], Batch]] = []
 
     # -- the run-facing side ------------------------------------------------------------
 
@@ -375,6 +382,7 @@ class ProcessPool:
         process.start()
         child_end.close()
         self._workers.append(_Worker(process, parent_end, progress))
+        self._generation += 1
         self._wake()
 
     def _wake(self) -> None:
@@ -433,24 +441,63 @@ class ProcessPool:
     # -- the collector thread ------------------------------------------------------------
 
     def _collect(self) -> None:
-        while True:
-            with self._lock:
-                if self._closed or not self._workers:
-                    self._stop_collector_locked()
-                    return
-                pipes = {w.conn: w for w in self._workers}
-                sentinels = {w.process.sentinel: w for w in self._workers}
-                timeout = self._next_timer_locked()
-            ready = wait([self._wakeup_r, *pipes, *sentinels], timeout)
-            for obj in ready:
-                if obj is self._wakeup_r:
-                    while self._wakeup_r.poll():
-                        self._wakeup_r.recv_bytes()
-                elif obj in pipes:
-                    self._receive(pipes[obj])
-                else:
-                    self._on_exit(sentinels[obj])  # type: ignore[index]
-            self._run_timers()
+        # One poll object for the collector's life, re-registered only when the set of
+        # workers changes (multiprocessing.connection.wait builds a selector per call).
+        # Results are handed to their runs right before the collector blocks again, so
+        # a woken caller does not wait for the GIL while the collector does its chores.
+        poller = select.poll()
+        wakeup_fd = self._wakeup_r.fileno()
+        poller.register(wakeup_fd, select.POLLIN)
+        watched: _Watched = {}  # fd -> (is_sentinel, worker)
+        generation = -1
+        try:
+            while True:
+                with self._lock:
+                    if self._closed or not self._workers:
+                        self._stop_collector_locked()
+                        return
+                    if generation != self._generation:
+                        generation = self._generation
+                        watched = self._rewatch_locked(poller, watched)
+                    timeout = self._next_timer_locked()
+                self._hand_over()
+                events = poller.poll(None if timeout is None else timeout * 1000.0)
+                for fd, _ in events:
+                    if fd == wakeup_fd:
+                        while self._wakeup_r.poll():
+                            self._wakeup_r.recv_bytes()
+                        continue
+                    is_sentinel, worker = watched[fd]
+                    if worker not in self._workers:
+                        continue  # gone since the poll set was made: re-polled next turn
+                    if is_sentinel:
+                        self._on_exit(worker)
+                    else:
+                        self._receive(worker)
+                self._run_timers()
+        finally:
+            self._hand_over()
+
+    def _rewatch_locked(self, poller: select.poll, watched: _Watched) -> _Watched:
+        """Make ``poller`` watch the current workers' pipes and sentinels."""
+        wanted: _Watched = {}
+        for w in self._workers:
+            wanted[w.conn.fileno()] = (False, w)
+            wanted[w.process.sentinel] = (True, w)
+        for fd, entry in watched.items():
+            if wanted.get(fd) != entry:
+                poller.unregister(fd)
+        for fd, entry in wanted.items():
+            if watched.get(fd) != entry:
+                poller.register(fd, select.POLLIN)
+        return wanted
+
+    def _hand_over(self) -> None:
+        """Put the results received so far on their runs' queues."""
+        with self._lock:
+            outbox, self._outbox = self._outbox, []
+        for sink, batch in outbox:
+            sink.put(batch)
 
     def _stop_collector_locked(self) -> None:
         self._collector = None
@@ -483,9 +530,10 @@ class ProcessPool:
             if count:
                 job.delivered = offset + count
                 run.crashes_in_a_row = 0
-                if not run.closed:
-                    run.sink.put(Batch(job.chunk_id, job.start + offset, count, busy_s,
-                                       payload=memoryview(frame)[m.RESULT_HEADER.size:]))
+                if not run.closed:  # handed over just before the collector waits again
+                    self._outbox.append((run.sink, Batch(
+                        job.chunk_id, job.start + offset, count, busy_s,
+                        payload=memoryview(frame)[m.RESULT_HEADER.size:])))
             if done:
                 worker.inflight.popleft()
         now = time.monotonic()
@@ -507,6 +555,7 @@ class ProcessPool:
             except (EOFError, OSError):
                 pass
             self._workers.remove(worker)
+            self._generation += 1
             worker.conn.close()
             worker.process.join(1.0)
             exitcode = worker.process.exitcode
@@ -651,6 +700,7 @@ class ProcessPool:
             for w in [w for w in self._workers
                       if not w.inflight and now - w.idle_since >= self._idle_timeout]:
                 self._workers.remove(w)
+                self._generation += 1
                 w.conn.close()  # the worker sees EOF and exits
                 w.process.join(1.0)
                 w.progress.close()
