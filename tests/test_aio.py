@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pathlib
 import threading
+import time
 
 import pytest
 
@@ -101,3 +104,61 @@ def test_arun_concurrently_mixes_coroutines_and_calls() -> None:
     got = asyncio.run(laneway.arun_concurrently(
         laneway.task(double, 4), lambda: "sync", laneway.task(pow, 2, 5)))
     assert got == [8, "sync", 32]
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@laneway.cpu_bound
+def cpu_pid_then_block(path: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)  # one atomic appearance: the test reads a whole pid
+    threading.Event().wait(DEADLOCK_TIMEOUT)  # blocks until stopped
+
+
+def test_arun_concurrently_numbers_tasks_as_given() -> None:
+    """A failing non-coroutine task is named by its position in the call."""
+    with pytest.raises(ValueError, match="boom") as info:
+        asyncio.run(laneway.arun_concurrently(laneway.task(double, 1),
+                                              laneway.task(fail, "boom")))
+    assert any("task #1" in note for note in info.value.__notes__)
+    got = asyncio.run(laneway.arun_concurrently(laneway.task(double, 1),
+                                                laneway.task(fail, "boom"), errors="return"))
+    assert got[0] == 2 and isinstance(got[1], ValueError)
+
+
+def test_arun_concurrently_failure_stops_the_other_tasks(tmp_path: pathlib.Path) -> None:
+    """errors="raise": the first failure stops a process task still running."""
+    marker = str(tmp_path / "pid")
+
+    async def fail_once_started() -> None:
+        deadline = time.monotonic() + DEADLOCK_TIMEOUT
+        while not os.path.exists(marker):  # the worker writes it when the task runs
+            assert time.monotonic() < deadline, "the process task never started"
+            await asyncio.sleep(0.005)
+        raise ValueError("stop everything")
+
+    with pytest.raises(ValueError, match="stop everything"):
+        asyncio.run(laneway.arun_concurrently(laneway.task(cpu_pid_then_block, marker),
+                                              fail_once_started))
+    pid = int(pathlib.Path(marker).read_text())
+    deadline = time.monotonic() + DEADLOCK_TIMEOUT
+    while _alive(pid):  # the worker running it is killed and replaced
+        assert time.monotonic() < deadline, "the process task was not stopped"
+        time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    from laneway._backends.process.pool import default_pool
+
+    return pid in default_pool().worker_pids()
+
+
+def test_sync_parallel_map_of_coroutines_inside_a_loop_on_serial() -> None:
+    """The serial backend runs coroutine functions even when called from a running loop."""
+    async def main() -> list[int]:
+        return laneway.parallel_map(double, range(3), backend="serial")
+
+    assert asyncio.run(main()) == [0, 2, 4]

@@ -175,3 +175,24 @@ def test_bad_max_workers() -> None:
         laneway.Executor(0)
     with pytest.raises(TypeError, match="max_workers must be a positive int"):
         laneway.Executor("4")  # type: ignore[arg-type]
+
+
+def test_max_workers_caps_process_workers_on_a_warm_pool(tmp_path: os.PathLike[str]) -> None:
+    """max_workers=1 holds however many workers the shared pool already has."""
+    from laneway._backends.process.pool import default_pool
+
+    laneway.parallel_map(cpu_mul, [1, 2], backend="process", workers=2)  # 2 warm workers
+    marker = os.path.join(tmp_path, "task")
+    pool = laneway.Executor(max_workers=1)
+    try:
+        first = pool.submit(cpu_sleep_then_mark, marker)
+        second = pool.submit(cpu_mul, 6, y=7)
+        processes = default_pool()
+        with processes._lock:
+            holding = [w for w in processes._workers
+                       if any(j.run.group is pool for j in w.inflight)]
+        assert len(holding) == 1, "the executor's calls were spread over several workers"
+        first.cancel()
+        assert second.result(DEADLOCK_TIMEOUT) == 42
+    finally:
+        pool.shutdown(cancel_futures=True)

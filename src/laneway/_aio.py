@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from ._api import _prepare
-from ._concurrent import Task, _as_task, run_concurrently
+from ._concurrent import Task, _as_task, _Concurrent
 from ._errors import Failure, TaskTimeoutError
 from ._hints import Kind, is_coroutine_function
 from ._options import BackendName, ErrorPolicy, Progress, RunOptions
@@ -67,36 +67,43 @@ async def amap(fn: Callable[[T], Any], iterable: Iterable[T], *, kind: Kind | No
 
 
 async def _in_thread(run: Run) -> list[Any]:
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[list[Any]] = loop.create_future()
+    def collect() -> list[Any]:
+        results: list[Any] = []
+        for segment in run.segments():
+            results.extend(segment)
+        return results
 
-    def settle(result: list[Any] | None, error: BaseException | None) -> None:
+    return await _await_thread(collect, run.cancel)
+
+
+async def _await_thread(work: Callable[[], T], cancel: Callable[[], None]) -> T:
+    """Run blocking ``work`` on a helper thread and await it without blocking the loop;
+    cancelling the awaiting task calls ``cancel`` (which must make ``work`` return)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, outcome: Any) -> None:
         if done.cancelled():
             return
-        if error is not None:
-            done.set_exception(error)
+        if ok:
+            done.set_result(outcome)
         else:
-            done.set_result(result or [])
+            done.set_exception(outcome)
 
-    def hand_back(result: list[Any] | None, error: BaseException | None) -> None:
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting now
-            loop.call_soon_threadsafe(settle, result, error)
-
-    def collect() -> None:
-        results: list[Any] = []
+    def run() -> None:
+        outcome: Any
         try:
-            for segment in run.segments():
-                results.extend(segment)
+            outcome, ok = work(), True
         except BaseException as exc:
-            hand_back(None, exc)
-            return
-        hand_back(results, None)
+            outcome, ok = exc, False
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting now
+            loop.call_soon_threadsafe(settle, ok, outcome)
 
-    threading.Thread(target=collect, daemon=True, name="laneway-amap").start()
+    threading.Thread(target=run, daemon=True, name="laneway-await").start()
     try:
         return await done
     except asyncio.CancelledError:
-        run.cancel()
+        cancel()
         raise
 
 
@@ -187,7 +194,13 @@ async def arun_concurrently(*tasks: Task[Any] | Callable[[], Any],
     options = RunOptions.validate(timeout=timeout, errors=errors)
     normalized = [_as_task(position, value) for position, value in enumerate(tasks)]
     on_loop = [k for k, t in enumerate(normalized) if is_coroutine_function(t.fn)]
-    elsewhere = [k for k in range(len(normalized)) if k not in set(on_loop)]
+    # The other tasks: one run_concurrently, numbered as in this call, on a helper thread.
+    others = _Concurrent(normalized, RunOptions.validate(errors=errors),
+                         skip=frozenset(on_loop))
+
+    def run_others() -> list[Any]:
+        others.start()
+        return others.collect()
 
     async def coroutine_task(k: int) -> Any:
         t = normalized[k]
@@ -200,19 +213,26 @@ async def arun_concurrently(*tasks: Task[Any] | Callable[[], Any],
                 raise error from exc.__cause__
             return error
 
-    async def others() -> list[Any]:
-        if not elsewhere:
-            return []
-        return await asyncio.to_thread(run_concurrently, *(normalized[k] for k in elsewhere),
-                                       errors=options.errors)
-
     async def everything() -> list[Any]:
-        gathered = await asyncio.gather(others(), *(coroutine_task(k) for k in on_loop))
-        results: list[Any] = [None] * len(normalized)
-        for k, value in zip(elsewhere, gathered[0], strict=True):
-            results[k] = value
-        for k, value in zip(on_loop, gathered[1:], strict=True):
-            results[k] = value
+        jobs: dict[int, asyncio.Future[Any]] = {k: asyncio.ensure_future(coroutine_task(k))
+                                                for k in on_loop}
+        if len(on_loop) < len(normalized):
+            jobs[-1] = asyncio.ensure_future(_await_thread(run_others, others.cancel))
+        try:
+            finished, _ = await asyncio.wait(jobs.values(),
+                                             return_when=asyncio.FIRST_EXCEPTION)
+            failed = [j for j in finished if not j.cancelled() and j.exception() is not None]
+            if failed:  # errors="raise": the first failure stops every other task
+                raise failed[0].exception()  # type: ignore[misc]
+        finally:
+            unfinished = [j for j in jobs.values() if not j.done()]
+            for job in unfinished:
+                job.cancel()
+            if unfinished:
+                await asyncio.wait(unfinished)
+        results = jobs[-1].result() if -1 in jobs else [None] * len(normalized)
+        for k in on_loop:
+            results[k] = jobs[k].result()
         return results
 
     if options.timeout is None:

@@ -7,6 +7,7 @@ drive the shared pipeline (``_run.Run``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar, overload
 
@@ -30,7 +31,27 @@ class _AwaitEach:
     def __call__(self, item: Any) -> Any:
         import asyncio  # costs ~60 ms to import: only when a coroutine function runs
 
-        return asyncio.run(_awaited(self.fn(item)))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: no loop in this thread
+            return asyncio.run(_awaited(self.fn(item)))
+        # A loop already runs in this thread (the serial backend called from async code):
+        # asyncio.run() cannot nest, so this item gets a loop on a thread of its own.
+        outcome: list[Any] = []
+
+        def run_alone() -> None:
+            try:
+                outcome.append((True, asyncio.run(_awaited(self.fn(item)))))
+            except BaseException as exc:
+                outcome.append((False, exc))
+
+        helper = threading.Thread(target=run_alone, name="laneway-await")
+        helper.start()
+        helper.join()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:

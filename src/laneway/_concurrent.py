@@ -39,6 +39,9 @@ PROBE_S = 0.03
 """How long the first call of an unknown function is watched before its kind is read off
 its CPU clock: a few tens of milliseconds tell waiting from computing."""
 
+_CANCELLED = Batch(-1, -1, 0, 0.0)
+"""Put on the queue by :meth:`_Concurrent.cancel`."""
+
 WAITING_CPU_RATIO = 0.5
 """A probed call that used less CPU than this share of its time so far is waiting."""
 
@@ -117,12 +120,14 @@ def _thread_cpu_clock(ident: int) -> Callable[[], float] | None:
 class _Concurrent:
     """One run_concurrently call: dispatch, probes, the result queue, delivery."""
 
-    def __init__(self, tasks: list[Task[Any]], options: RunOptions) -> None:
+    def __init__(self, tasks: list[Task[Any]], options: RunOptions,
+                 skip: frozenset[int] = frozenset()) -> None:
         self.tasks = tasks
         self.options = options
         self.sink: queue.SimpleQueue[Batch] = queue.SimpleQueue()
         self.results: list[Any] = [None] * len(tasks)
-        self.pending = set(range(len(tasks)))
+        self.skip = skip  # positions someone else runs (arun_concurrently's coroutines)
+        self.pending = set(range(len(tasks))) - skip
         self.process_runs: dict[int, Any] = {}  # id(fn) -> ProcessRun
         self.probes: dict[int, list[int]] = {}  # first call -> the calls waiting on it
         self.probe_ready: dict[int, threading.Event] = {}
@@ -134,7 +139,8 @@ class _Concurrent:
     def start(self) -> None:
         groups: dict[int, list[int]] = {}
         for index, t in enumerate(self.tasks):
-            groups.setdefault(id(t.fn), []).append(index)
+            if index not in self.skip:
+                groups.setdefault(id(t.fn), []).append(index)
         for indices in groups.values():
             fn = self.tasks[indices[0]].fn
             kind = _known_kind(fn)
@@ -239,6 +245,11 @@ class _Concurrent:
 
     # -- collection -----------------------------------------------------------------------
 
+    def cancel(self) -> None:
+        """Stop from another thread: ``collect`` returns, process calls are stopped
+        (a call running on a thread cannot be: it finishes and its result is dropped)."""
+        self.sink.put(_CANCELLED)
+
     def collect(self) -> list[Any]:
         deadline = None if self.options.timeout is None else \
             time.monotonic() + self.options.timeout
@@ -258,6 +269,8 @@ class _Concurrent:
                                f"cancelled")
                         raise TimeoutError(msg) from None
                     continue
+                if batch is _CANCELLED:
+                    break
                 self._take(batch)
         finally:
             for run in self.process_runs.values():

@@ -188,11 +188,18 @@ _Watched = dict[int, tuple[bool, _Worker]]
 
 
 class ProcessRun:
-    """One run's use of the pool: its function, its result queue, its worker limit."""
+    """One run's use of the pool: its function, its result queue, its worker limit.
+
+    Runs that share a ``group`` share the worker limit: together they occupy at most
+    ``workers`` workers (an Executor's calls, each a run of its own, obey its
+    ``max_workers`` this way).  By default a run is a group of its own.
+    """
 
     def __init__(self, pool: ProcessPool, fn: Callable[[Any], Any], sink: queue.SimpleQueue[Any],
-                 workers: int, task_timeout: float | None = None) -> None:
+                 workers: int, task_timeout: float | None = None,
+                 group: object | None = None) -> None:
         self.pool = pool
+        self.group = self if group is None else group
         self.task_timeout = task_timeout
         self.fn_name = getattr(fn, "__qualname__", None) or describe_value(fn)
         self.function_frame = dumps_function(fn)
@@ -284,9 +291,11 @@ class ProcessPool:
     # -- the run-facing side ------------------------------------------------------------
 
     def open_run(self, fn: Callable[[Any], Any], sink: queue.SimpleQueue[Any],
-                 workers: int, task_timeout: float | None = None) -> ProcessRun:
-        """Prepare a run (pickles ``fn`` once) and make sure ``workers`` workers exist."""
-        run = ProcessRun(self, fn, sink, workers, task_timeout)
+                 workers: int, task_timeout: float | None = None,
+                 group: object | None = None) -> ProcessRun:
+        """Prepare a run (pickles ``fn`` once) and make sure ``workers`` workers exist;
+        runs opened with the same ``group`` share that worker limit."""
+        run = ProcessRun(self, fn, sink, workers, task_timeout, group)
         with self._lock:
             if self._closed:
                 msg = "the laneway process pool has been shut down"
@@ -406,7 +415,8 @@ class ProcessPool:
 
     def _pick_worker_locked(self, job: _Job) -> _Worker | None:
         run = job.run
-        occupied = [w for w in self._workers if any(j.run is run for j in w.inflight)]
+        group = run.group
+        occupied = [w for w in self._workers if any(j.run.group is group for j in w.inflight)]
         choices = occupied if len(occupied) >= run.max_workers else self._workers
         best: _Worker | None = None
         for w in choices:
