@@ -6,14 +6,16 @@ import itertools
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import laneway
 from _support import DEADLOCK_TIMEOUT
-from laneway._profile import Measurement, cached_measurement, measure_calls
+from laneway._profile import FirstCall, Measurement, cached_measurement, measure_calls
 from laneway._router import estimate, measured_kind
 
 
@@ -65,12 +67,13 @@ def test_measure_calls_with_fake_clocks() -> None:
     sample = measure_calls(lambda x: x + 1, iter(range(100)), budget_s=0.035,
                            clock=lambda: next(wall), thread_clock=lambda: next(cpu),
                            probe_gil=False)
-    # readings: start 0, then after 1, 3, 7, 15 items (steps double): 10/20/30/40 ms,
-    # stop at >= 35 ms, end 50 ms
-    assert sample.values == list(range(1, 16))
-    assert sample.measurement.calls == 15
-    assert sample.measurement.wall_s == pytest.approx(0.050 / 15)
-    assert sample.measurement.cpu_s == pytest.approx(0.002 / 15)
+    # readings: start 0, then after 1, 3, 5, 6 items: 10/20/30/40 ms, stop at >= 35 ms,
+    # end 50 ms.  Steps double but never past what fits in the budget left: after 1
+    # item (10 ms each) 2 fit, after 3 (6.7 ms each) 2 fit, after 5 (6 ms) none: 1.
+    assert sample.values == list(range(1, 7))
+    assert sample.measurement.calls == 6
+    assert sample.measurement.wall_s == pytest.approx(0.050 / 6)
+    assert sample.measurement.cpu_s == pytest.approx(0.002 / 6)
     assert sample.measurement.releases_gil is None
 
 
@@ -149,3 +152,70 @@ def test_cli_info_and_classify() -> None:
     assert "kind 'io', backend 'thread'" in classified.stdout
     bad = _cli("classify", "nonexistent_module_xyz:f")
     assert bad.returncode == 2 and "cannot load" in bad.stderr
+
+
+def test_a_waiting_first_call_is_known_before_it_ends() -> None:
+    """An unhinted run whose first item waits is planned while that item still runs:
+    here item 0 can only finish once another item has started."""
+    another_started = threading.Event()
+
+    def first_waits_for_the_others(x: int) -> int:
+        if x == 0:
+            if not another_started.wait(DEADLOCK_TIMEOUT):
+                raise TimeoutError("the other items never started: the run waited for item 0")
+        else:
+            another_started.set()
+        return x
+
+    assert laneway.parallel_map(first_waits_for_the_others, range(20)) == list(range(20))
+    plan = laneway.last_plan()
+    assert plan is not None and plan.backend == "thread", plan
+    cached = cached_measurement(first_waits_for_the_others)
+    assert cached is not None and cached.calls == 1  # the real call, once it ended
+
+
+def test_first_call_probe_reports_waiting_then_delivers() -> None:
+    """FirstCall: found waiting while blocked; its outcome comes through when_done."""
+    release = threading.Event()
+    outcomes: list[object] = []
+
+    def blocked(x: int) -> int:
+        release.wait(DEADLOCK_TIMEOUT)
+        return x + 1
+
+    def start(job: Callable[[], None]) -> None:
+        threading.Thread(target=job).start()
+
+    call = FirstCall(blocked, 41, start)
+    assert call.wait() is False  # waiting: it has used almost no CPU
+    done = threading.Event()
+    call.when_done(lambda c: (outcomes.append(c.value), done.set()))
+    release.set()
+    assert done.wait(DEADLOCK_TIMEOUT)
+    assert outcomes == [42] and call.failure is None and call.wall_s > 0
+
+
+def fails_on_sevens(x: int) -> int:
+    if x % 1000 == 7:
+        raise ValueError(f"seven: {x}")
+    return x * 2
+
+
+def test_measured_failures_keep_their_positions() -> None:
+    """Tiny items measured in bulk: each failure stays at its own item."""
+    got = laneway.parallel_map(fails_on_sevens, range(20_000), errors="return")
+    for x, value in enumerate(got):
+        if x % 1000 == 7:
+            assert isinstance(value, ValueError) and str(value) == f"seven: {x}"
+        else:
+            assert value == x * 2
+
+
+def test_an_iterable_that_fails_while_measured_raises_its_own_error() -> None:
+    """An error of the input itself is not taken for an item's failure."""
+    def numbers() -> Iterator[int]:
+        yield from range(5000)
+        raise OSError("the input broke")
+
+    with pytest.raises(OSError, match="the input broke"):
+        laneway.parallel_map(lambda x: x + 1, numbers(), errors="return")

@@ -26,7 +26,7 @@ from ._chunks import Batch, Chunk
 from ._errors import Failure, describe_value
 from ._hints import Kind, hinted_kind, is_coroutine_function
 from ._options import ErrorPolicy, RunOptions
-from ._profile import Measurement, cached_measurement, remember_measurement
+from ._profile import Measurement, cached_measurement, remember_measurement, thread_cpu_clock
 from ._router import _cpus as _router_cpus
 from ._router import measured_kind
 
@@ -105,18 +105,6 @@ def _known_kind(fn: Callable[..., Any]) -> Kind | None:
     return measured_kind(cached) if cached is not None else None
 
 
-def _thread_cpu_clock(ident: int) -> Callable[[], float] | None:
-    """A reader of another thread's CPU time, where the platform offers one."""
-    getter = getattr(time, "pthread_getcpuclockid", None)
-    if getter is None:
-        return None
-    try:
-        clock_id = getter(ident)
-    except (OSError, OverflowError):
-        return None
-    return lambda: time.clock_gettime(clock_id)
-
-
 class _Concurrent:
     """One run_concurrently call: dispatch, probes, the result queue, delivery."""
 
@@ -193,7 +181,7 @@ class _Concurrent:
 
         def job() -> None:
             if watch is not None:
-                clock = _thread_cpu_clock(threading.get_ident())
+                clock = thread_cpu_clock(threading.get_ident())
                 self.probe_clock[index] = (clock, clock() if clock else 0.0,
                                            time.perf_counter())
                 watch.set()

@@ -19,6 +19,7 @@ Clocks are parameters so that tests can drive the measuring code with fake clock
 from __future__ import annotations
 
 import contextlib
+import itertools
 import pickle
 import sys
 import threading
@@ -30,9 +31,9 @@ from typing import Any
 
 from ._errors import Failure
 
-__all__ = ["Measurement", "Sample", "cached_measurement", "check_drift", "measure_calls",
-           "needs_measuring", "pickled_size", "recent_pace", "remember_measurement",
-           "remember_pace"]
+__all__ = ["FirstCall", "Measurement", "Sample", "cached_measurement", "check_drift",
+           "measure_calls", "needs_measuring", "pickled_size", "recent_pace",
+           "remember_measurement", "remember_pace", "thread_cpu_clock"]
 
 DRIFT_FACTOR = 4.0
 """A cached measurement is dropped when a run sees items this many times slower or
@@ -53,7 +54,22 @@ SILENT_CANARY_S = 0.008
 SAMPLE_BUDGET_S = 0.02
 """Profiling inside a run measures items until this much time has passed (at least one
 item): long enough for a stable estimate and a GIL verdict, short enough that running
-those items serially costs little."""
+those items serially costs little..."""
+
+SAMPLE_SHARE = 0.03
+"""...and, when the number of items is known, until this share of the whole run's serial
+time (estimated from the items measured so far) has passed, if that is sooner: a short
+run is not slowed by measuring a good part of it serially."""
+
+EARLY_LOOK_S = 0.004
+"""The first measured call runs on a pool thread; if it is still running after this long
+its thread's CPU clock is read once..."""
+
+WAITING_CPU_SHARE = 0.1
+"""...and a call that has used less CPU than this share of that time is waiting: the
+run is planned at once (threads) and that first call's outcome is delivered when it
+ends.  The share is low so that a computing call slowed down by a busy machine is not
+taken for a waiting one."""
 
 TINY_ITEM_S = 2e-6
 """Items this short (seconds each) cannot gain from any pool: once ``TINY_AFTER_S`` of
@@ -92,12 +108,102 @@ class Measurement:
 
 @dataclass(slots=True)
 class Sample:
-    """Items run while measuring, with their outcomes, and what was measured."""
+    """Items run while measuring, with their outcomes, and what was measured.
+
+    ``pending`` is the first call when it was found waiting before it finished: it is
+    still running, ``values`` is empty and ``measurement`` is provisional (the call's
+    time so far); the call's own outcome comes through :meth:`FirstCall.when_done`.
+    """
 
     values: list[Any]
     failures: dict[int, Failure] | None
     measurement: Measurement
     exhausted: bool
+    pending: FirstCall | None = None
+
+
+def thread_cpu_clock(ident: int) -> Callable[[], float] | None:
+    """A reader of another thread's CPU time, where the platform offers one."""
+    getter = getattr(time, "pthread_getcpuclockid", None)
+    if getter is None:
+        return None
+    try:
+        clock_id = getter(ident)
+    except (OSError, OverflowError):
+        return None
+    return lambda: time.clock_gettime(clock_id)
+
+
+class FirstCall:
+    """The first measured call of a run, made on a pool thread so that the caller can
+    tell early whether it is waiting (see ``EARLY_LOOK_S``).  It runs exactly once."""
+
+    def __init__(self, call: Callable[[Any], Any], item: Any,
+                 submit: Callable[[Callable[[], None]], None],
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.item = item
+        self.value: Any = None
+        self.failure: Failure | None = None
+        self.wall_s = 0.0
+        self.cpu_s = 0.0
+        self._call = call
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._started = threading.Event()
+        self._done = threading.Event()
+        self._began = 0.0
+        self._cpu_clock: Callable[[], float] | None = None
+        self._cpu_began = 0.0
+        self._listener: Callable[[FirstCall], None] | None = None
+        submit(self._run)
+
+    def _run(self) -> None:
+        self._cpu_clock = thread_cpu_clock(threading.get_ident())
+        self._began, cpu_began = self._clock(), time.thread_time()
+        self._cpu_began = self._cpu_clock() if self._cpu_clock is not None else 0.0
+        self._started.set()
+        try:
+            self.value = self._call(self.item)
+        except BaseException as exc:  # delivered as the item's failure
+            self.failure = Failure(exc)
+        self.wall_s = self._clock() - self._began
+        self.cpu_s = time.thread_time() - cpu_began
+        with self._lock:
+            self._done.set()
+            listener = self._listener
+        if listener is not None:
+            listener(self)
+
+    def wait(self, early_s: float = EARLY_LOOK_S,
+             waiting_share: float = WAITING_CPU_SHARE) -> bool:
+        """Wait for the call: True once it finished, False if it was found waiting."""
+        if self._done.wait(early_s):
+            return True
+        self._started.wait()  # (submitted: a pool thread takes it as soon as it can)
+        left = early_s - (self._clock() - self._began)
+        if (left > 0 and self._done.wait(left)) or self._done.is_set():
+            return True
+        clock = self._cpu_clock
+        if clock is not None:
+            used = clock() - self._cpu_began
+            if used < waiting_share * (self._clock() - self._began):
+                return False
+        self._done.wait()
+        return True
+
+    def so_far(self) -> tuple[float, float]:
+        """Wall and CPU seconds the unfinished call has used so far."""
+        clock = self._cpu_clock
+        cpu = clock() - self._cpu_began if clock is not None else 0.0
+        return self._clock() - self._began, cpu
+
+    def when_done(self, listener: Callable[[FirstCall], None]) -> None:
+        """Call ``listener(self)`` when the call ends (at once if it has)."""
+        with self._lock:
+            if not self._done.is_set():
+                self._listener = listener
+                return
+        listener(self)
 
 
 class _Canary:
@@ -158,12 +264,18 @@ def measure_calls(
     clock: Callable[[], float] = time.perf_counter,
     thread_clock: Callable[[], float] = time.thread_time,
     probe_gil: bool = True,
+    submit: Callable[[Callable[[], None]], None] | None = None,
+    total: int | None = None,
 ) -> Sample:
     """Run ``call`` on items from ``items`` until ``budget_s`` has passed, measuring.
 
     At least one item runs (unless there is none).  Exceptions become the item's
     :class:`Failure`; a KeyboardInterrupt propagates.  The pickled sizes are taken from
-    the first item that succeeded.
+    the first item that succeeded.  With ``submit`` (a thread pool's), the first item
+    runs as a :class:`FirstCall` on a pool thread, and if it is found waiting the sample
+    returns at once with it ``pending``; the other items run in the caller.  With
+    ``total`` (the number of items of the run), measuring also stops at ``SAMPLE_SHARE``
+    of the run's estimated serial time.
     """
     values: list[Any] = []
     failures: dict[int, Failure] | None = None
@@ -176,9 +288,30 @@ def measure_calls(
         canary.__enter__()
     try:
         began, cpu_began = clock(), thread_clock()
+        if submit is not None:
+            first_item = next(items, _NOTHING)
+            if first_item is _NOTHING:
+                exhausted = True
+            else:
+                probe_call = FirstCall(call, first_item, submit, clock)
+                if not probe_call.wait():
+                    wall, cpu = probe_call.so_far()
+                    return Sample([], None, Measurement(
+                        calls=1, wall_s=wall, cpu_s=cpu, releases_gil=True,
+                        arg_bytes=pickled_size(first_item), result_bytes=0,
+                    ), exhausted=False, pending=probe_call)
+                values.append(probe_call.value)
+                if probe_call.failure is not None:
+                    failures = {0: probe_call.failure}
+                else:
+                    first = (first_item, probe_call.value)
+                # the call's CPU time is its own thread's, not the caller's
+                cpu_began -= probe_call.cpu_s
         step = 1  # items between clock readings: doubles, so tiny items are not slowed
-        while len(values) < max_items:
-            for _ in range(step):
+        while not exhausted and len(values) < max_items:
+            if first is not None:  # the fast path: the items' own C loop
+                exhausted, failures = _run_items(call, items, step, values, failures)
+            for _ in range(step if first is None else 0):
                 try:
                     item = next(items)
                 except StopIteration:
@@ -199,11 +332,15 @@ def measure_calls(
                         first = (item, result)
             elapsed = clock() - began
             per_item = elapsed / max(1, len(values))
-            if exhausted or elapsed + per_item / 2 >= budget_s or (
+            limit = budget_s if total is None else min(budget_s,
+                                                       SAMPLE_SHARE * total * per_item)
+            if exhausted or elapsed + per_item / 2 >= limit or (
                 elapsed >= TINY_AFTER_S and per_item < TINY_ITEM_S
             ):
                 break  # (another item would mostly overrun the budget: stop now)
-            step = min(step * 2, max_items - len(values))
+            # double the step, but not past the budget: what fits in the time left
+            fits = int((limit - elapsed) / per_item) if per_item > 0 else step * 2
+            step = max(1, min(step * 2, fits, max_items - len(values)))
         wall, cpu = clock() - began, thread_clock() - cpu_began
     finally:
         if canary is not None:
@@ -220,6 +357,26 @@ def measure_calls(
         arg_bytes=arg_bytes, result_bytes=result_bytes,
     )
     return Sample(values, failures, measurement, exhausted)
+
+
+def _run_items(call: Callable[[Any], Any], items: Iterator[Any], count: int,
+               values: list[Any], failures: dict[int, Failure] | None,
+               ) -> tuple[bool, dict[int, Failure] | None]:
+    """Run up to ``count`` more items into ``values``; (exhausted, failures).
+
+    The items are taken first, so an error of the iterable itself propagates (as when a
+    run builds its chunks) instead of passing for an item's failure."""
+    batch = list(itertools.islice(items, count))
+    start = len(values)
+    while len(values) - start < len(batch):
+        try:
+            values.extend(map(call, batch[len(values) - start:]))
+        except Exception as exc:  # the items before it ran and are kept by extend
+            if failures is None:
+                failures = {}
+            failures[len(values)] = Failure(exc)
+            values.append(None)
+    return len(batch) < count, failures
 
 
 def _can_probe_gil() -> bool:

@@ -26,11 +26,13 @@ from typing import Any, Protocol
 from ._chunks import Batch, Chunk, ChunkSizer
 from ._options import RunOptions
 from ._profile import (
+    FirstCall,
     Measurement,
     cached_measurement,
     check_drift,
     measure_calls,
     needs_measuring,
+    pickled_size,
     recent_pace,
     remember_measurement,
     remember_pace,
@@ -139,14 +141,24 @@ class Run:
                         self.fn_name, plan.backend, plan.workers, plan.chunksize or "auto",
                         plan.reason)
 
-    def _measure(self) -> Batch | None:
-        """Plan from a cached or fresh measurement; a fresh one's outcomes come back."""
+    def _measure(self) -> tuple[Batch | None, bool]:
+        """Plan from a cached or fresh measurement.
+
+        Returns the measured items' outcomes (a batch already done), and whether the
+        first item is still running (found waiting early): its batch, chunk ``-1``
+        with one item, reaches the run's queue when it ends.
+        """
         cached = cached_measurement(self.fn)
         sample = None
         if cached is None:
-            sample = measure_calls(self.fn, self._items)
+            from ._backends.threads import default_thread_pool
+
+            sample = measure_calls(self.fn, self._items, submit=default_thread_pool().submit,
+                                   total=self.total)
             measurement = sample.measurement
-            if measurement.calls:
+            if sample.pending is not None:
+                sample.pending.when_done(self._first_call_done)
+            elif measurement.calls:
                 remember_measurement(self.fn, measurement)
         else:
             measurement = cached
@@ -171,9 +183,19 @@ class Run:
                     f"{plan.reason[:-1]}; but it cannot be pickled ({exc}), so threads."))
         self._set_plan(plan)
         if sample is None or not sample.values:
-            return None
+            return None, sample is not None and sample.pending is not None
         return Batch(-1, 0, len(sample.values), measurement.wall_s * len(sample.values),
-                     sample.values, sample.failures)
+                     sample.values, sample.failures), False
+
+    def _first_call_done(self, call: FirstCall) -> None:
+        """The first item, found waiting while it ran, has ended: deliver it, and keep
+        its real measurement for later runs."""
+        failures = None if call.failure is None else {0: call.failure}
+        self._sink.put(Batch(-1, 0, 1, call.wall_s, [call.value], failures))
+        if call.failure is None:
+            remember_measurement(self.fn, Measurement(
+                calls=1, wall_s=call.wall_s, cpu_s=call.cpu_s, releases_gil=True,
+                arg_bytes=pickled_size(call.item), result_bytes=pickled_size(call.value)))
 
     def _open_backend(self) -> BackendRun:
         assert self.plan is not None
@@ -210,11 +232,14 @@ class Run:
         chunk_ends: deque[int] = deque()  # ordered: end index of each undelivered chunk
         dispatched = 0
         if self.plan is None:
-            sampled = self._measure()
+            sampled, first_pending = self._measure()
             if sampled is not None:  # the measured items: a chunk that is already done
                 self._sink.put(sampled)
                 remaining[sampled.chunk_id] = sampled.count
                 dispatched = sampled.count
+                chunk_ends.append(dispatched)
+            elif first_pending:  # the first item, still running: chunk -1 of one item
+                remaining[-1] = dispatched = 1
                 chunk_ends.append(dispatched)
             self._backend = self._open_backend()
         plan, backend = self.plan, self._backend
