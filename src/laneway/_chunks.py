@@ -1,11 +1,13 @@
 """Chunks of items: what a backend runs, what it sends back, and how big a chunk should be.
 
-Every backend runs a chunk with the same function, :func:`run_items`, so the order of
-calls, the error capture and the result batching are identical in the caller (serial),
-in a pool thread and in a process worker.  A chunk's outcomes come back as one or more
-:class:`Batch` objects (a slow chunk reports as it goes, so a crash or a timeout loses
-as little as possible); the caller counts outcomes, not chunks, so a backend may split
-a chunk (to re-send part of it, or to fail one unsendable item) without telling anyone.
+Every backend calls the items of a chunk with the same function, :func:`call_each` (a
+C loop that keeps what ran before a failure), through an :class:`ItemRunner` on pool
+threads and in process workers, so the order of calls, the error capture and the result
+batching are identical in the caller (serial), in a pool thread and in a process worker.
+A chunk's outcomes come back as one or more :class:`Batch` objects (a slow chunk
+reports as it goes, so a crash or a timeout loses as little as possible); the caller
+counts outcomes, not chunks, so a backend may split a chunk (to re-send part of it, or
+to fail one unsendable item) without telling anyone.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Any
 
 from ._errors import Failure, RemoteTaskError
 
-__all__ = ["Batch", "Chunk", "ChunkSizer", "Emit", "ItemRunner", "decode_failure",
-           "encode_failure", "run_items"]
+__all__ = ["Batch", "Chunk", "ChunkSizer", "Emit", "ItemRunner", "call_each",
+           "decode_failure", "encode_failure"]
 
 FLUSH_INTERVAL_S = 0.002
 """A running chunk reports its finished outcomes at least this often.  Shorter means a
@@ -136,18 +138,9 @@ class ItemRunner:
                 self._started(end)
             step_began = self._clock()
             values = self._values
-            append, extend = values.append, values.extend
-            while pos < end:
-                try:
-                    extend(map(fn, items[pos:end]))  # a C loop; on error, what ran is kept
-                    pos = end
-                except catch as exc:
-                    position = len(values)
-                    append(None)
-                    if self._failures is None:
-                        self._failures = {}
-                    self._failures[position] = _capture(exc, self._remote)
-                    pos = self._offset + position + 1
+            self._failures = call_each(fn, items[pos:end], values, self._failures, catch,
+                                       self._capture)
+            pos = end
             if self._abandoned_at is not None and pos > self._abandoned_at:
                 del values[self._abandoned_at - self._offset:]
                 self.flush()
@@ -177,10 +170,32 @@ class ItemRunner:
         """Drop the outcome of the item at ``position`` and stop once it returns."""
         self._abandoned_at = position
 
+    def _capture(self, exc: BaseException) -> Failure:
+        return _capture(exc, self._remote)
 
-def run_items(fn: Callable[[Any], Any], items: Sequence[Any], emit: Emit, **options: Any) -> None:
-    """Run a whole chunk with an :class:`ItemRunner` (see there for ``options``)."""
-    ItemRunner(fn, items, emit, **options).run()
+
+def call_each(fn: Callable[[Any], Any], items: Sequence[Any], values: list[Any],
+              failures: dict[int, Failure] | None = None,
+              catch: type[BaseException] = Exception,
+              capture: Callable[[BaseException], Failure] = Failure,
+              ) -> dict[int, Failure] | None:
+    """Append ``fn(item)`` to ``values`` for every item, in a C loop.
+
+    An item that raises ``catch`` gets ``None`` in ``values`` and its failure in
+    ``failures`` under its position in ``values``; the items before it keep their results
+    and the loop goes on after it.  Returns ``failures`` (created if needed).
+    """
+    start = len(values)
+    while len(values) - start < len(items):
+        done = len(values) - start
+        try:
+            values.extend(map(fn, items[done:] if done else items))
+        except catch as exc:  # what ran before it was kept by extend
+            if failures is None:
+                failures = {}
+            failures[len(values)] = capture(exc)
+            values.append(None)
+    return failures
 
 
 def _capture(exc: BaseException, remote: bool) -> Failure:

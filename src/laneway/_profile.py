@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ._chunks import call_each
 from ._errors import Failure
 
 __all__ = ["FirstCall", "Measurement", "Sample", "cached_measurement", "check_drift",
@@ -367,16 +368,7 @@ def _run_items(call: Callable[[Any], Any], items: Iterator[Any], count: int,
     The items are taken first, so an error of the iterable itself propagates (as when a
     run builds its chunks) instead of passing for an item's failure."""
     batch = list(itertools.islice(items, count))
-    start = len(values)
-    while len(values) - start < len(batch):
-        try:
-            values.extend(map(call, batch[len(values) - start:]))
-        except Exception as exc:  # the items before it ran and are kept by extend
-            if failures is None:
-                failures = {}
-            failures[len(values)] = Failure(exc)
-            values.append(None)
-    return len(batch) < count, failures
+    return len(batch) < count, call_each(call, batch, values, failures)
 
 
 def _can_probe_gil() -> bool:

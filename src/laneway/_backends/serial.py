@@ -12,8 +12,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
-from .._chunks import Batch, Chunk
-from .._errors import Failure
+from .._chunks import Batch, Chunk, call_each
 
 __all__ = ["SerialRun"]
 
@@ -28,18 +27,9 @@ class SerialRun:
     def submit(self, chunk: Chunk) -> None:
         """Run every item of ``chunk`` now, as one C loop (nothing waits for part of it:
         the caller is the one running it)."""
-        fn, items = self._fn, chunk.items
         values: list[Any] = []
-        failures: dict[int, Failure] | None = None
         began = perf_counter()
-        while len(values) < len(items):
-            try:
-                values.extend(map(fn, items[len(values):] if values else items))
-            except Exception as exc:  # the items before it ran and are kept by extend
-                if failures is None:
-                    failures = {}
-                failures[len(values)] = Failure(exc)
-                values.append(None)
+        failures = call_each(self._fn, chunk.items, values)
         self._sink.put(Batch(chunk.id, chunk.start, len(values), perf_counter() - began,
                              values, failures))
 
