@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
@@ -85,3 +86,51 @@ def test_serial_refuses_task_timeout() -> None:
     """A serial run cannot interrupt an item, so task_timeout is refused up front."""
     with pytest.raises(ValueError, match="task_timeout needs the 'thread' or 'process'"):
         laneway.parallel_map(square, [1], backend="serial", task_timeout=1)
+
+
+def at_the_deadline(x: int) -> int:
+    time.sleep(0.02)  # task work that ends right about when task_timeout does
+    return x
+
+
+def test_process_items_ending_at_their_deadline_get_one_outcome_each() -> None:
+    """An item that finishes as its worker is stopped keeps its result, and no item gets
+    both a result and a TaskTimeoutError (which used to break the run's bookkeeping)."""
+    for _ in range(3):
+        got = laneway.parallel_map(at_the_deadline, range(40), backend="process", workers=2,
+                                   task_timeout=0.02, errors="return", chunksize=10)
+        assert len(got) == 40
+        for x, value in enumerate(got):
+            assert value == x or isinstance(value, laneway.TaskTimeoutError), (x, value)
+
+
+def test_thread_items_ending_at_their_deadline_run_once_with_one_outcome() -> None:
+    """Threads: a deadline met as the item returns gives it one outcome, and the chunk's
+    next item is not run twice (once by its thread, once re-submitted)."""
+    runs: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def at_deadline(x: int) -> int:
+        with lock:
+            runs[x] = runs.get(x, 0) + 1
+        time.sleep(0.004)  # task work that ends right about when task_timeout does
+        return x
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # thread switches everywhere: the race shows at once
+    try:
+        for _ in range(5):
+            runs.clear()
+            got = laneway.parallel_map(at_deadline, range(200), backend="thread", workers=4,
+                                       chunksize=50, task_timeout=0.004, errors="return")
+            assert len(got) == 200
+            for x, value in enumerate(got):
+                assert value == x or isinstance(value, laneway.TaskTimeoutError), (x, value)
+            deadline = time.monotonic() + DEADLOCK_TIMEOUT
+            while sum(runs.values()) < 200:  # abandoned items finish in the background
+                assert time.monotonic() < deadline, "an item never ran"
+                time.sleep(0.01)
+            assert sorted(runs) == list(range(200))
+            assert max(runs.values()) == 1, {k: c for k, c in runs.items() if c > 1}
+    finally:
+        sys.setswitchinterval(interval)

@@ -98,16 +98,20 @@ class ItemRunner:
     deadlines; ``flush_interval=0`` then hands in every outcome at once, so an abandoned
     item holds back no finished result). ``started(end)`` is called before a step that will
     run items up to position ``end`` (the process worker publishes it so the parent knows
-    which items may have run if the worker dies). Exceptions of type ``catch`` become that
-    item's :class:`Failure`; with ``remote`` the traceback is kept as text for the trip to
-    another process. Outcomes not yet emitted can be pushed out at any time with
-    :meth:`flush` (a worker told to stop does so), and :meth:`abandon` makes the runner drop
-    the item at a position and stop after it (a thread whose item overran its deadline).
+    which items may have run if the worker dies), and ``finished(end)`` after it: if that
+    returns False, the step's outcomes are dropped and the runner stops (a pool thread
+    whose run was cancelled, or whose item was declared overdue and reported as such:
+    the two decisions are made under one lock by the caller, so an item gets exactly one
+    outcome). Exceptions of type ``catch`` become that item's :class:`Failure`; with
+    ``remote`` the traceback is kept as text for the trip to another process. Outcomes not
+    yet emitted can be pushed out at any time with :meth:`flush` (a worker told to stop
+    does so).
     """
 
     def __init__(self, fn: Callable[[Any], Any], items: Sequence[Any], emit: Emit, *,
                  catch: type[BaseException] = Exception,
-                 started: Callable[[int], None] | None = None, remote: bool = False,
+                 started: Callable[[int], None] | None = None,
+                 finished: Callable[[int], bool] | None = None, remote: bool = False,
                  max_step: int = 1 << 16, flush_interval: float = FLUSH_INTERVAL_S,
                  step_target: float = STEP_TARGET_S,
                  clock: Callable[[], float] = perf_counter) -> None:
@@ -116,6 +120,7 @@ class ItemRunner:
         self._emit = emit
         self._catch = catch
         self._started = started
+        self._finished = finished
         self._remote = remote
         self._max_step = max_step
         self._flush_interval = flush_interval
@@ -125,10 +130,9 @@ class ItemRunner:
         self._values: list[Any] = []
         self._failures: dict[int, Failure] | None = None
         self._flushed_at = clock()
-        self._abandoned_at: int | None = None
 
     def run(self) -> None:
-        """Run every item (or up to an abandoned one), emitting as it goes."""
+        """Run every item (or until ``finished`` says stop), emitting as it goes."""
         items, fn, catch, n = self._items, self._fn, self._catch, len(self._items)
         pos = 0
         step = 1
@@ -138,11 +142,12 @@ class ItemRunner:
                 self._started(end)
             step_began = self._clock()
             values = self._values
+            kept = len(values)
             self._failures = call_each(fn, items[pos:end], values, self._failures, catch,
                                        self._capture)
             pos = end
-            if self._abandoned_at is not None and pos > self._abandoned_at:
-                del values[self._abandoned_at - self._offset:]
+            if self._finished is not None and not self._finished(end):
+                del values[kept:]  # (flush drops their failures too)
                 self.flush()
                 return
             now = self._clock()
@@ -165,10 +170,6 @@ class ItemRunner:
             self._emit(self._offset, values, failures or None, now - self._flushed_at)
             self._offset += len(values)
         self._flushed_at = now
-
-    def abandon(self, position: int) -> None:
-        """Drop the outcome of the item at ``position`` and stop once it returns."""
-        self._abandoned_at = position
 
     def _capture(self, exc: BaseException) -> Failure:
         return _capture(exc, self._remote)

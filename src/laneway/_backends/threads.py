@@ -136,9 +136,7 @@ class ThreadRun:
         with self._lock:
             for active in list(self._active):
                 if active.since is not None and now - active.since >= timeout:
-                    active.abandoned = True
-                    assert active.runner is not None
-                    active.runner.abandon(active.position)
+                    active.abandoned = True  # its runner drops the item when it returns
                     self._active.discard(active)
                     self._running -= 1
                     expired.append(active)
@@ -178,8 +176,22 @@ class ThreadRun:
                     active.position = end - 1
                     active.since = time.monotonic()
 
+            def finished(end: int, active: _Active = active) -> bool:
+                # Keep the step's outcomes and go on?  Not for a closed run; not for an
+                # item check_deadlines already reported as timed out (decided under the
+                # same lock: an item is either finished in time or timed out, never both).
+                if self._closed:
+                    return False
+                if not timed:
+                    return True
+                with self._lock:
+                    if active.abandoned:
+                        return False
+                    active.since = None
+                    return True
+
             active.runner = ItemRunner(self._fn, chunk.items, emit, catch=BaseException,
-                                       started=started if timed else None,
+                                       started=started if timed else None, finished=finished,
                                        max_step=1 if timed else 1 << 16,
                                        flush_interval=0.0 if timed else FLUSH_INTERVAL_S)
             with self._lock:

@@ -19,9 +19,11 @@ worker -> parent
               not be unpickled as a whole; the parent re-sends it isolated.
 
 Each worker also shares a tiny array with the parent, ``progress = [seq, started,
-started_ns]``: the chunk it is running, the end of the range of items it may have
-started, and (timed chunks) when the current item started, in ``time.monotonic_ns()``
-(a system-wide clock, comparable between processes).  If
+started_ns, stop]``: the chunk it is running, the end of the range of items it may have
+started, (timed chunks) when the current item started, in ``time.monotonic_ns()``
+(a system-wide clock, comparable between processes), and, set by the parent just
+before it sends SIGTERM, which item overran (its position + 1): a worker whose item
+finished in time after all ignores the signal and carries on.  If
 the worker dies, items before ``started`` may have run (they fail with
 WorkerCrashedError) and items after it have not (they are sent to another worker):
 no item ever runs twice.
@@ -53,7 +55,8 @@ TIMED = 2
 PROGRESS_SEQ = 0
 PROGRESS_STARTED = 1
 PROGRESS_STARTED_NS = 2
-PROGRESS_SLOTS = 3
+PROGRESS_STOP = 3
+PROGRESS_SLOTS = 4
 
 STOPPED_EXIT_CODE = 75
 """Exit code of a worker that flushed its results and exited on SIGTERM (a timeout)."""

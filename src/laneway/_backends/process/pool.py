@@ -540,6 +540,11 @@ class ProcessPool:
             if count:
                 job.delivered = offset + count
                 run.crashes_in_a_row = 0
+                if worker.stopping is not None and worker.stopping[0] == job.seq \
+                        and job.delivered > worker.stopping[1]:
+                    # the overrunning item finished as it was being stopped, and the
+                    # worker carried on (see worker.stop): it is not stopped after all
+                    worker.stopping = worker.kill_at = None
                 if not run.closed:  # handed over just before the collector waits again
                     self._outbox.append((run.sink, Batch(
                         job.chunk_id, job.start + offset, count, busy_s,
@@ -581,7 +586,10 @@ class ProcessPool:
                 running = position == 0 and worker.progress[m.PROGRESS_SEQ] == job.seq
                 begun = max(job.delivered, worker.progress[m.PROGRESS_STARTED]) if running \
                     else job.delivered
-                timed_out = running and worker.stopping == (job.seq, begun - 1)
+                # (an overrunning item that finished and was delivered as its worker was
+                # stopped has its outcome already: no timeout on top of it)
+                timed_out = running and worker.stopping == (job.seq, begun - 1) \
+                    and begun - 1 >= job.delivered
                 lost_until = begun - 1 if timed_out else begun
                 if not job.run.closed and lost_until > job.delivered:
                     self._fail_crashed_locked(worker, job, lost_until, exitcode)
@@ -719,8 +727,10 @@ class ProcessPool:
             for w in self._workers:
                 deadline = self._item_deadline(w)
                 if deadline is not None and now >= deadline:
-                    w.stopping = (w.inflight[0].seq, w.progress[m.PROGRESS_STARTED] - 1)
+                    position = w.progress[m.PROGRESS_STARTED] - 1
+                    w.stopping = (w.inflight[0].seq, position)
                     w.kill_at = now + STOP_GRACE_S
+                    w.progress[m.PROGRESS_STOP] = position + 1
                     w.process.terminate()  # the worker flushes its results and exits
                 elif w.kill_at is not None and now >= w.kill_at:
                     w.process.kill()

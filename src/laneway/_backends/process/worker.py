@@ -101,14 +101,23 @@ def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, flags: int,
         fn = _isolated_caller(fn)
     timed = bool(flags & m.TIMED)
     progress[m.PROGRESS_STARTED] = 0
+    progress[m.PROGRESS_STOP] = 0
     progress[m.PROGRESS_SEQ] = seq
     total = len(items)
     sending = False
+    running = 0  # timed: position + 1 of the item running now (0: between items)
 
     def started(end: int) -> None:
+        nonlocal running
         if timed:
             progress[m.PROGRESS_STARTED_NS] = time.monotonic_ns()
+            running = end
         progress[m.PROGRESS_STARTED] = end
+
+    def finished(end: int) -> bool:
+        nonlocal running
+        running = 0
+        return True
 
     def emit(offset: int, values: list[Any], failures: dict[int, Failure] | None,
              busy_s: float) -> None:
@@ -125,7 +134,8 @@ def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, flags: int,
     # well under WORKER_STEP_TARGET_S) can be in doubt.  Timed: steps are single items
     # (each stamped with its start), flushed every WORKER_STEP_TARGET_S, and a worker
     # stopped for a timeout hands in what it holds from its SIGTERM handler.
-    runner = ItemRunner(fn, items, emit, catch=BaseException, started=started, remote=True,
+    runner = ItemRunner(fn, items, emit, catch=BaseException, started=started,
+                        finished=finished if timed else None, remote=True,
                         max_step=1 if timed else 1 << 16,
                         flush_interval=WORKER_STEP_TARGET_S if timed else 0.0,
                         step_target=WORKER_STEP_TARGET_S)
@@ -134,7 +144,11 @@ def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, flags: int,
         return
 
     def stop(signum: int, frame: object) -> None:
-        # The parent stops a worker whose item overran: hand in what finished, then go.
+        # The parent stops a worker whose item overran: hand in what finished, then go;
+        # unless that item finished meanwhile (the parent sees its result and relents).
+        overran = progress[m.PROGRESS_STOP]
+        if overran and overran != running:
+            return
         if not sending:
             runner.flush()
         os._exit(m.STOPPED_EXIT_CODE)
