@@ -196,3 +196,91 @@ def test_max_workers_caps_process_workers_on_a_warm_pool(tmp_path: os.PathLike[s
         assert second.result(DEADLOCK_TIMEOUT) == 42
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+@laneway.cpu_bound
+def cpu_mark_then_wait(path: str) -> str:
+    open(path + ".started", "w").close()
+    deadline = time.monotonic() + DEADLOCK_TIMEOUT
+    while not os.path.exists(os.path.join(os.path.dirname(path), "release")):
+        if time.monotonic() > deadline:
+            raise TimeoutError("never released")
+        time.sleep(0.005)  # task work: waits for the test's go-ahead file
+    return os.path.basename(path)
+
+
+def test_cancelled_call_queued_on_a_busy_worker_never_runs(
+        tmp_path: os.PathLike[str]) -> None:
+    """A call already sent to a busy worker (queued behind its current call) and then
+    cancelled is handed back unrun."""
+    from laneway._backends.process.pool import default_pool
+
+    laneway.parallel_map(cpu_mul, [1, 2], backend="process", workers=2)  # 2 warm workers
+    base = str(tmp_path)
+    with laneway.Executor(max_workers=2) as pool:
+        a = pool.submit(cpu_mark_then_wait, os.path.join(base, "a"))
+        b = pool.submit(cpu_mark_then_wait, os.path.join(base, "b"))
+        deadline = time.monotonic() + DEADLOCK_TIMEOUT
+        while not (os.path.exists(os.path.join(base, "a.started"))
+                   and os.path.exists(os.path.join(base, "b.started"))):
+            assert time.monotonic() < deadline, "the first calls never started"
+            time.sleep(0.005)
+        c = pool.submit(cpu_mark_then_wait, os.path.join(base, "c"))
+        processes = default_pool()
+        with processes._lock:  # c went to a busy worker's pipe, behind a or b
+            assert any(len(w.inflight) == 2 for w in processes._workers)
+        assert c.cancel() and c.cancelled()
+        open(os.path.join(base, "release"), "w").close()
+        assert sorted([a.result(DEADLOCK_TIMEOUT), b.result(DEADLOCK_TIMEOUT)]) == ["a", "b"]
+        while True:  # every job sent has come back (c's, unrun, included)
+            with processes._lock:
+                if not any(w.inflight for w in processes._workers):
+                    break
+            assert time.monotonic() < deadline, "a worker never handed its jobs back"
+            time.sleep(0.005)
+    assert not os.path.exists(os.path.join(base, "c.started"))
+
+
+def test_map_results_can_be_read_after_shutdown() -> None:
+    """As with the stdlib, a map's calls all run even if the executor is shut down
+    before its results are read."""
+    with laneway.Executor(max_workers=1) as pool:
+        results = pool.map(mul, range(20), range(20))
+    assert list(results) == [x * x for x in range(20)]
+
+
+def test_map_timeout_cancels_the_call_it_timed_out_on() -> None:
+    release = threading.Event()
+    ran: list[int] = []
+
+    def slow(x: int) -> int:
+        release.wait(DEADLOCK_TIMEOUT)
+        ran.append(x)
+        return x
+
+    with laneway.Executor(max_workers=1) as pool:
+        blocker = pool.submit(release.wait, DEADLOCK_TIMEOUT)  # holds the only thread
+        results = pool.map(slow, [1], timeout=0.05)
+        with pytest.raises(futures.TimeoutError):
+            next(results)
+        release.set()
+        blocker.result(DEADLOCK_TIMEOUT)
+    assert ran == []  # it was still queued when map gave up on it: cancelled
+
+
+def test_dropped_executor_ends_its_dispatcher_thread() -> None:
+    import gc
+
+    def dispatchers() -> int:
+        return sum(t.name == "laneway-executor" for t in threading.enumerate())
+
+    before = dispatchers()
+    pool = laneway.Executor(max_workers=1)
+    assert pool.submit(cpu_mul, 3, y=4).result(DEADLOCK_TIMEOUT) == 12
+    assert dispatchers() == before + 1
+    del pool
+    gc.collect()
+    deadline = time.monotonic() + DEADLOCK_TIMEOUT
+    while dispatchers() > before:
+        assert time.monotonic() < deadline, "the dispatcher thread outlived its executor"
+        time.sleep(0.01)

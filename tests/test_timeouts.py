@@ -134,3 +134,15 @@ def test_thread_items_ending_at_their_deadline_run_once_with_one_outcome() -> No
             assert max(runs.values()) == 1, {k: c for k, c in runs.items() if c > 1}
     finally:
         sys.setswitchinterval(interval)
+
+
+def test_unlimited_timeouts_are_accepted() -> None:
+    """float("inf") (or years) means no limit; it must not overflow a timer anywhere."""
+    inf = float("inf")
+    assert laneway.parallel_map(square, range(4), backend="process",
+                                task_timeout=inf, timeout=inf) == [0, 1, 4, 9]
+    assert laneway.parallel_map(square, range(4), backend="thread",
+                                task_timeout=1e12, timeout=1e12) == [0, 1, 4, 9]
+    assert laneway.run_concurrently(lambda: 1, timeout=inf) == [1]
+    # the process pool still works afterwards (its collector survived)
+    assert laneway.parallel_map(square, range(3), backend="process") == [0, 1, 4]

@@ -25,7 +25,7 @@ from . import _context
 from ._chunks import Batch, Chunk
 from ._errors import Failure, describe_value
 from ._hints import Kind, hinted_kind, is_coroutine_function
-from ._options import ErrorPolicy, RunOptions
+from ._options import ErrorPolicy, RunOptions, bounded_wait
 from ._profile import Measurement, cached_measurement, remember_measurement, thread_cpu_clock
 from ._router import _cpus as _router_cpus
 from ._router import measured_kind
@@ -248,6 +248,7 @@ class _Concurrent:
                     waits.append(max(0.0, deadline - time.monotonic()))
                 wait = min((w for w in waits if w is not None), default=None)
                 try:
+                    wait = bounded_wait(wait)
                     batch = self.sink.get(timeout=wait) if wait is not None else self.sink.get()
                 except queue.Empty:
                     if deadline is not None and time.monotonic() >= deadline:

@@ -21,6 +21,7 @@ import itertools
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
@@ -34,6 +35,7 @@ from . import _context
 from ._chunks import Batch, Chunk
 from ._errors import describe_value
 from ._hints import Kind, hinted_kind, is_coroutine_function
+from ._options import MAX_WAIT_S, bounded_wait
 from ._profile import Measurement, cached_measurement, remember_measurement
 from ._router import UNKNOWN_THREADS_CAP, _cpus, estimate, measured_kind
 
@@ -68,6 +70,29 @@ class _Future(futures.Future[Any]):
             self._condition.notify_all()
         self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
+
+
+def _result_by(future: futures.Future[T], deadline: float | None) -> T:
+    """``future.result()`` by ``deadline`` (monotonic; None: no limit)."""
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise futures.TimeoutError()
+        try:
+            return future.result(bounded_wait(left))
+        except futures.TimeoutError:
+            if left is None or left <= MAX_WAIT_S:
+                raise
+
+
+def _dispatch(executor_ref: weakref.ref[Executor], sink: queue.SimpleQueue[Batch]) -> None:
+    """The thread that settles an executor's process futures as their outcomes arrive."""
+    while True:
+        batch = sink.get()
+        executor = executor_ref()
+        if batch is _STOP or executor is None or executor._deliver(batch):
+            return
+        del executor
 
 
 class Executor(futures.Executor):
@@ -114,9 +139,13 @@ class Executor(futures.Executor):
         if not callable(fn):
             msg = f"submit() argument fn must be callable, got {describe_value(fn)}"
             raise TypeError(msg)
+        return self._submit(fn, args, kwargs, after_shutdown=False)
+
+    def _submit(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any],
+                *, after_shutdown: bool) -> futures.Future[R]:
         future = _Future()
         with self._lock:
-            if self._shutdown:
+            if self._shutdown and not after_shutdown:
                 msg = "cannot schedule new futures after shutdown"
                 raise RuntimeError(msg)
             self._all.add(future)
@@ -213,7 +242,12 @@ class Executor(futures.Executor):
         with self._lock:
             self._process_futures[ident] = (future, run, name)
             if self._dispatcher is None:
-                self._dispatcher = threading.Thread(target=self._dispatch, daemon=True,
+                # (the thread holds the executor weakly: dropping an executor that was
+                # never shut down ends its thread too, as the stdlib's do)
+                weakref.finalize(self, self._sink.put, _STOP)
+                self._dispatcher = threading.Thread(target=_dispatch,
+                                                    args=(weakref.ref(self), self._sink),
+                                                    daemon=True,
                                                     name="laneway-executor")
                 self._dispatcher.start()
         def stop() -> None:
@@ -225,26 +259,35 @@ class Executor(futures.Executor):
         run.submit(Chunk(ident, ident, [(args, kwargs)]))
         return True
 
-    def _dispatch(self) -> None:
-        while True:
-            batch = self._sink.get()
-            if batch is _STOP:
-                return
-            with self._lock:
-                entry = self._process_futures.pop(batch.start, None)
-            if entry is None:
-                continue
-            future, run, name = entry
-            run.close()
-            if future.done():  # cancelled meanwhile
-                continue
-            batch.decode()
-            assert batch.values is not None
+    def _idle_after_shutdown(self) -> bool:
+        """Shut down with no process call left: the dispatcher thread can end."""
+        with self._lock:
+            if self._shutdown and not self._process_futures:
+                self._dispatcher = None
+                return True
+            return False
+
+    def _deliver(self, batch: Batch) -> bool:
+        """Settle the future of a process call's outcome; True: the thread can end."""
+        with self._lock:
+            entry = self._process_futures.pop(batch.start, None)
+        if entry is None:
+            return False
+        future, run, name = entry
+        run.close()
+        if future.done():  # cancelled meanwhile
+            return self._idle_after_shutdown()
+        batch.decode()
+        assert batch.values is not None
+        try:
             if batch.failures:
                 future.set_exception(batch.failures[0].materialize(batch.start, name,
                                                                    unit="call"))
             else:
                 future.set_result(batch.values[0])
+        except futures.InvalidStateError:
+            pass  # cancelled while its result was being decoded: the cancel wins
+        return self._idle_after_shutdown()
 
     # -- map and shutdown -----------------------------------------------------------------
 
@@ -262,16 +305,23 @@ class Executor(futures.Executor):
         for arguments in itertools.islice(calls, window):  # the first window: now
             pending.append(self.submit(fn, *arguments))
 
+        def more() -> None:
+            # (the stdlib submits every call up front, so they run even if the executor
+            # is shut down before the results are read: so do the calls of this map)
+            for arguments in itertools.islice(calls, 1):
+                pending.append(self._submit(fn, arguments, {}, after_shutdown=True))
+
         def results() -> Iterator[T]:
             try:
                 while pending:
                     future = pending.popleft()
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        raise futures.TimeoutError()
-                    yield future.result(left)
-                    for arguments in itertools.islice(calls, 1):
-                        pending.append(self.submit(fn, *arguments))
+                    try:
+                        value = _result_by(future, deadline)
+                    except BaseException:
+                        future.cancel()  # timed out on it (or interrupted): as the stdlib
+                        raise
+                    yield value
+                    more()
             finally:
                 for future in pending:
                     future.cancel()

@@ -105,6 +105,17 @@ def _positive_int(name: str, value: object) -> int | None:
     return value
 
 
+MAX_WAIT_S = 3600.0
+"""The longest a single internal wait lasts: the waiting loops look at their deadlines
+again when it ends, so a ``timeout``/``task_timeout`` of ``float("inf")`` (no limit) or
+of years works, where one wait that long would overflow the operating system's timer."""
+
+
+def bounded_wait(seconds: float | None) -> float | None:
+    """``seconds`` capped at ``MAX_WAIT_S`` (None stays None: wait without a timer)."""
+    return None if seconds is None else min(seconds, MAX_WAIT_S)
+
+
 def _seconds(name: str, value: object) -> float | None:
     if value is None:
         return None

@@ -24,7 +24,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from ._chunks import Batch, Chunk, ChunkSizer
-from ._options import RunOptions
+from ._options import RunOptions, bounded_wait
 from ._profile import (
     FirstCall,
     Measurement,
@@ -314,6 +314,7 @@ class Run:
                 waits.append(max(0.0, deadline - time.monotonic()))
             wait = min((w for w in waits if w is not None), default=None)
             try:
+                wait = bounded_wait(wait)
                 batch = self._sink.get(timeout=wait) if wait is not None else self._sink.get()
                 if deadline is None or time.monotonic() < deadline:
                     return batch

@@ -23,7 +23,9 @@ started_ns, stop]``: the chunk it is running, the end of the range of items it m
 started, (timed chunks) when the current item started, in ``time.monotonic_ns()``
 (a system-wide clock, comparable between processes), and, set by the parent just
 before it sends SIGTERM, which item overran (its position + 1): a worker whose item
-finished in time after all ignores the signal and carries on.  If
+finished in time after all ignores the signal and carries on.  Two more slots, ``skip``,
+hold the seqs of jobs already sent to the worker whose run was cancelled: the worker
+answers such a job with an empty, finished RESULTS frame instead of running it.  If
 the worker dies, items before ``started`` may have run (they fail with
 WorkerCrashedError) and items after it have not (they are sent to another worker):
 no item ever runs twice.
@@ -56,7 +58,8 @@ PROGRESS_SEQ = 0
 PROGRESS_STARTED = 1
 PROGRESS_STARTED_NS = 2
 PROGRESS_STOP = 3
-PROGRESS_SLOTS = 4
+PROGRESS_SKIP = (4, 5)
+PROGRESS_SLOTS = 6
 
 STOPPED_EXIT_CODE = 75
 """Exit code of a worker that flushed its results and exited on SIGTERM (a timeout)."""

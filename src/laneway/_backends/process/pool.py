@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import io
 import itertools
+import logging
 import multiprocessing
 import os
 import pickle
@@ -60,6 +61,7 @@ from ..._errors import (
     describe_value,
     exit_description,
 )
+from ..._options import bounded_wait
 from . import messages as m
 from . import worker as worker_module
 from .launch import start_early, start_method
@@ -93,6 +95,7 @@ CANCEL_GRACE_S = 0.2
 (and replaced), so cancellation is prompt even for long items."""
 
 _seq = itertools.count(1)
+logger = logging.getLogger("laneway")
 
 
 _by_reference: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
@@ -328,6 +331,12 @@ class ProcessPool:
                 return
             run.closed = True
             self._pending = deque(j for j in self._pending if j.run is not run)
+            for w in self._workers:
+                for position, job in enumerate(w.inflight):
+                    if job.run is run and w.progress[m.PROGRESS_SEQ] != job.seq \
+                            and position < len(m.PROGRESS_SKIP):
+                        # sent but not started: the worker hands it back unrun
+                        w.progress[m.PROGRESS_SKIP[position]] = job.seq
             if any(j.run is run for w in self._workers for j in w.inflight):
                 run.cancelled_at = time.monotonic()
                 self._cancelled.append(run)
@@ -458,35 +467,64 @@ class ProcessPool:
         poller = select.poll()
         wakeup_fd = self._wakeup_r.fileno()
         poller.register(wakeup_fd, select.POLLIN)
-        watched: _Watched = {}  # fd -> (is_sentinel, worker)
-        generation = -1
         try:
-            while True:
-                with self._lock:
-                    if self._closed or not self._workers:
-                        self._stop_collector_locked()
-                        return
-                    if generation != self._generation:
-                        generation = self._generation
-                        watched = self._rewatch_locked(poller, watched)
-                    timeout = self._next_timer_locked()
-                self._hand_over()
-                events = poller.poll(None if timeout is None else timeout * 1000.0)
-                for fd, _ in events:
-                    if fd == wakeup_fd:
-                        while self._wakeup_r.poll():
-                            self._wakeup_r.recv_bytes()
-                        continue
-                    is_sentinel, worker = watched[fd]
-                    if worker not in self._workers:
-                        continue  # gone since the poll set was made: re-polled next turn
-                    if is_sentinel:
-                        self._on_exit(worker)
-                    else:
-                        self._receive(worker)
-                self._run_timers()
+            self._collect_loop(poller, wakeup_fd, {}, -1)
+        except BaseException as exc:  # a bug here must not leave every caller waiting
+            self._collector_failed(exc)
         finally:
             self._hand_over()
+
+    def _collect_loop(self, poller: select.poll, wakeup_fd: int, watched: _Watched,
+                      generation: int) -> None:
+        """Until the pool closes or has no workers: wait, route, handle exits, timers."""
+        while True:
+            with self._lock:
+                if self._closed or not self._workers:
+                    self._stop_collector_locked()
+                    return
+                if generation != self._generation:
+                    generation = self._generation
+                    watched = self._rewatch_locked(poller, watched)
+                timeout = self._next_timer_locked()
+            self._hand_over()
+            timeout = bounded_wait(timeout)
+            events = poller.poll(None if timeout is None else timeout * 1000.0)
+            for fd, _ in events:
+                if fd == wakeup_fd:
+                    while self._wakeup_r.poll():
+                        self._wakeup_r.recv_bytes()
+                    continue
+                is_sentinel, worker = watched[fd]
+                if worker not in self._workers:
+                    continue  # gone since the poll set was made: re-polled next turn
+                if is_sentinel:
+                    self._on_exit(worker)
+                else:
+                    self._receive(worker)
+            self._run_timers()
+
+    def _collector_failed(self, exc: BaseException) -> None:
+        """The collector thread hit an unexpected error: fail the work it was looking after
+        (its callers would wait forever) and stop the workers; the next run starts afresh."""
+        logger.error("laneway's process pool collector failed; the workers were stopped "
+                     "and their items failed", exc_info=exc)
+        with self._lock:
+            error = LanewayError(f"laneway's process pool failed internally "
+                                 f"({type(exc).__name__}: {exc}); the item was not run or "
+                                 f"its result was lost. Please report this.")
+            jobs = [job for w in self._workers for job in w.inflight] + list(self._pending)
+            self._pending.clear()
+            workers, self._workers = self._workers, []
+            self._generation += 1
+            self._collector = None
+            for job in jobs:
+                job.run.deliver_failures(job.chunk_id, job.start + job.delivered,
+                                         len(job.items) - job.delivered, lambda _: error)
+        for w in workers:
+            w.process.kill()
+            w.process.join(1.0)
+            w.conn.close()
+            w.progress.close()
 
     def _rewatch_locked(self, poller: select.poll, watched: _Watched) -> _Watched:
         """Make ``poller`` watch the current workers' pipes and sentinels."""
@@ -739,7 +777,8 @@ class ProcessPool:
             for run in due:
                 self._cancelled.remove(run)
                 for w in self._workers:
-                    if w.inflight and w.inflight[0].run is run:
+                    if w.inflight and w.inflight[0].run is run \
+                            and w.progress[m.PROGRESS_SEQ] == w.inflight[0].seq:
                         w.process.kill()  # its sentinel fires; _on_exit replaces it
 
 

@@ -62,6 +62,10 @@ def main(conn: Connection, alive: Connection, progress: MutableSequence[int],
         else:
             _, seq, flags, key = m.CHUNK_HEADER.unpack_from(view)
             functions.move_to_end(key)
+            if seq in (progress[m.PROGRESS_SKIP[0]], progress[m.PROGRESS_SKIP[1]]):
+                # its run was cancelled after the job was sent: hand it back unrun
+                conn.send_bytes(m.RESULT_HEADER.pack(m.RESULTS, 1, 0, 0, 0.0))
+                continue
             _run_chunk(conn, functions[key], seq, flags, view[m.CHUNK_HEADER.size:], progress)
 
 
