@@ -219,3 +219,38 @@ def test_an_iterable_that_fails_while_measured_raises_its_own_error() -> None:
 
     with pytest.raises(OSError, match="the input broke"):
         laneway.parallel_map(lambda x: x + 1, numbers(), errors="return")
+
+
+def test_a_failure_found_while_measuring_stops_the_run_before_more_items_are_sent() -> None:
+    """errors="raise": a failure among the measured items is raised before any other item
+    goes to a pool."""
+    ran: list[int] = []
+
+    def fails_first(x: int) -> int:
+        ran.append(x)
+        if x == 0:
+            raise ValueError("first")
+        time.sleep(0.001)  # task work: ~1 ms each, so ~20 ms of them are measured
+        return x
+
+    with pytest.raises(ValueError, match="first"):
+        laneway.parallel_map(fails_first, range(1000))
+    assert len(ran) < 100, len(ran)  # the sample only, not a window of pool chunks
+
+
+def test_timeout_bounds_a_long_first_item_while_it_is_measured() -> None:
+    """timeout= holds while the first item of an unmeasured function still computes."""
+    stop = threading.Event()
+
+    def computes_until_stopped(x: int) -> int:
+        deadline = time.monotonic() + DEADLOCK_TIMEOUT
+        while not stop.is_set():  # CPU-bound task work, until the test is done
+            if time.monotonic() > deadline:
+                raise RuntimeError("the run waited for its first item: timeout ignored")
+        return x
+
+    try:
+        with pytest.raises(TimeoutError, match="timeout=0.2"):
+            laneway.parallel_map(computes_until_stopped, range(4), timeout=0.2)
+    finally:
+        stop.set()

@@ -19,13 +19,13 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from ._api import _prepare
+from ._api import _checked
 from ._concurrent import Task, _as_task, _Concurrent
 from ._errors import Failure, TaskTimeoutError
 from ._hints import Kind, is_coroutine_function
 from ._options import BackendName, ErrorPolicy, Progress, RunOptions
 from ._progress import make_reporter
-from ._run import Run
+from ._run import Run, total_of
 
 __all__ = ["amap", "arun_concurrently"]
 
@@ -60,20 +60,31 @@ async def amap(fn: Callable[[T], Any], iterable: Iterable[T], *, kind: Kind | No
                 "chunksize": chunksize, "ordered": ordered, "timeout": timeout,
                 "task_timeout": task_timeout, "errors": errors, "progress": progress}
     if is_coroutine_function(fn) and backend in (None, "async"):
-        options = RunOptions.validate(**{**keywords, "backend": None})
+        _, options = _checked("amap", fn, iterable, **{**keywords, "backend": None})
         return await _map_on_loop(fn, iterable, options)
-    run = _prepare("amap", fn, iterable, fail_fast=True, bounded=False, **keywords)
-    return await _in_thread(run)
+    call, options = _checked("amap", fn, iterable, **keywords)  # bad arguments: raised here
+    # The run is made on the helper thread: making it may start the process pool, which
+    # takes a while, and the loop must not wait for that.
+    runs: list[Run] = []
+    cancelled = threading.Event()
 
-
-async def _in_thread(run: Run) -> list[Any]:
     def collect() -> list[Any]:
+        run = Run(call, iterable, options, total_of(iterable), fail_fast=True, entry="amap",
+                  bounded=False)
+        runs.append(run)
+        if cancelled.is_set():
+            run.cancel()
         results: list[Any] = []
         for segment in run.segments():
             results.extend(segment)
         return results
 
-    return await _await_thread(collect, run.cancel)
+    def cancel() -> None:
+        cancelled.set()
+        for run in runs:
+            run.cancel()
+
+    return await _await_thread(collect, cancel)
 
 
 async def _await_thread(work: Callable[[], T], cancel: Callable[[], None]) -> T:

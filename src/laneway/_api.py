@@ -58,17 +58,23 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-def _prepare(entry: str, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
-             fail_fast: bool, bounded: bool = True, **keywords: Any) -> Run:
+def _checked(entry: str, fn: Callable[[Any], Any], iterable: Iterable[Any],
+             **keywords: Any) -> tuple[Callable[[Any], Any], RunOptions]:
+    """Validate a call's arguments (raising TypeError/ValueError that name them); the
+    function to run (coroutine functions wrapped) and the options."""
     validate_callable(f"{entry}() argument fn", fn)
     if not isinstance(iterable, Iterable):
         msg = (f"{entry}() argument iterable must be iterable, got "
                f"{type(iterable).__qualname__}")
         raise TypeError(msg)
     options = RunOptions.validate(**keywords)
-    if is_coroutine_function(fn):
-        fn = _AwaitEach(fn)
-    return Run(fn, iterable, options, total_of(iterable), fail_fast=fail_fast, entry=entry,
+    return (_AwaitEach(fn) if is_coroutine_function(fn) else fn), options
+
+
+def _prepare(entry: str, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
+             fail_fast: bool, bounded: bool = True, **keywords: Any) -> Run:
+    call, options = _checked(entry, fn, iterable, **keywords)
+    return Run(call, iterable, options, total_of(iterable), fail_fast=fail_fast, entry=entry,
                bounded=bounded)
 
 

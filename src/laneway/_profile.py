@@ -31,6 +31,7 @@ from typing import Any
 
 from ._chunks import call_each
 from ._errors import Failure
+from ._options import bounded_wait
 
 __all__ = ["FirstCall", "Measurement", "Sample", "cached_measurement", "check_drift",
            "measure_calls", "needs_measuring", "pickled_size", "recent_pace",
@@ -176,8 +177,11 @@ class FirstCall:
             listener(self)
 
     def wait(self, early_s: float = EARLY_LOOK_S,
-             waiting_share: float = WAITING_CPU_SHARE) -> bool:
-        """Wait for the call: True once it finished, False if it was found waiting."""
+             waiting_share: float = WAITING_CPU_SHARE, deadline: float | None = None) -> bool:
+        """Wait for the call: True once it finished, False if it was found waiting.
+
+        Raises ``TimeoutError`` at ``deadline`` (``time.monotonic()``) if it is still
+        computing then (it runs on; its outcome is dropped)."""
         if self._done.wait(early_s):
             return True
         self._started.wait()  # (submitted: a pool thread takes it as soon as it can)
@@ -189,7 +193,10 @@ class FirstCall:
             used = clock() - self._cpu_began
             if used < waiting_share * (self._clock() - self._began):
                 return False
-        self._done.wait()
+        while not self._done.wait(bounded_wait(
+                None if deadline is None else max(0.0, deadline - time.monotonic()))):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("the first call was still running")
         return True
 
     def so_far(self) -> tuple[float, float]:
@@ -267,6 +274,7 @@ def measure_calls(
     probe_gil: bool = True,
     submit: Callable[[Callable[[], None]], None] | None = None,
     total: int | None = None,
+    deadline: float | None = None,
 ) -> Sample:
     """Run ``call`` on items from ``items`` until ``budget_s`` has passed, measuring.
 
@@ -276,7 +284,8 @@ def measure_calls(
     runs as a :class:`FirstCall` on a pool thread, and if it is found waiting the sample
     returns at once with it ``pending``; the other items run in the caller.  With
     ``total`` (the number of items of the run), measuring also stops at ``SAMPLE_SHARE``
-    of the run's estimated serial time.
+    of the run's estimated serial time.  ``deadline`` (``time.monotonic()``) bounds the
+    wait for the first call (``TimeoutError``).
     """
     values: list[Any] = []
     failures: dict[int, Failure] | None = None
@@ -295,7 +304,7 @@ def measure_calls(
                 exhausted = True
             else:
                 probe_call = FirstCall(call, first_item, submit, clock)
-                if not probe_call.wait():
+                if not probe_call.wait(deadline=deadline):
                     wall, cpu = probe_call.so_far()
                     return Sample([], None, Measurement(
                         calls=1, wall_s=wall, cpu_s=cpu, releases_gil=True,

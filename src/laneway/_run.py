@@ -153,8 +153,17 @@ class Run:
         if cached is None:
             from ._backends.threads import default_thread_pool
 
-            sample = measure_calls(self.fn, self._items, submit=default_thread_pool().submit,
-                                   total=self.total)
+            deadline = None if self.options.timeout is None else \
+                time.monotonic() + self.options.timeout
+            try:
+                sample = measure_calls(self.fn, self._items,
+                                       submit=default_thread_pool().submit,
+                                       total=self.total, deadline=deadline)
+            except TimeoutError:
+                msg = (f"{self.fn_name} did not finish within timeout={self.options.timeout}s: "
+                       f"its first item was still running (it was being measured; it runs "
+                       f"on in the background and its result is dropped)")
+                raise TimeoutError(msg) from None
             measurement = sample.measurement
             if sample.pending is not None:
                 sample.pending.when_done(self._first_call_done)
@@ -233,6 +242,9 @@ class Run:
         dispatched = 0
         if self.plan is None:
             sampled, first_pending = self._measure()
+            if sampled is not None and sampled.failures and self._fail_fast \
+                    and options.errors == "raise":
+                raise self._first_failure(sampled)  # before any other item is sent
             if sampled is not None:  # the measured items: a chunk that is already done
                 self._sink.put(sampled)
                 remaining[sampled.chunk_id] = sampled.count

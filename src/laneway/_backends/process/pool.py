@@ -182,6 +182,7 @@ class _Worker:
     idle_since: float = field(default_factory=time.monotonic)
     busy_since: float = 0.0
     reported: bool = False  # has it sent a frame yet?
+    killed: bool = False  # stopped by the pool itself (not a death of its own)
     stopping: tuple[int, int] | None = None  # (job seq, position) of an overrunning item
     kill_at: float | None = None
 
@@ -521,7 +522,7 @@ class ProcessPool:
                 job.run.deliver_failures(job.chunk_id, job.start + job.delivered,
                                          len(job.items) - job.delivered, lambda _: error)
         for w in workers:
-            w.process.kill()
+            _kill(w)
             w.process.join(1.0)
             w.conn.close()
             w.progress.close()
@@ -613,7 +614,7 @@ class ProcessPool:
             worker.process.join(1.0)
             exitcode = worker.process.exitcode
             if not worker.reported and worker.progress[m.PROGRESS_SEQ] == 0 \
-                    and exitcode not in (0, None) and worker.stopping is None:
+                    and exitcode not in (0, None) and not worker.killed:
                 self._startup_deaths += 1
                 if self._startup_deaths >= MAX_STARTUP_DEATHS:
                     self._fail_everything_locked(worker, exitcode)
@@ -769,9 +770,10 @@ class ProcessPool:
                     w.stopping = (w.inflight[0].seq, position)
                     w.kill_at = now + STOP_GRACE_S
                     w.progress[m.PROGRESS_STOP] = position + 1
+                    w.killed = True
                     w.process.terminate()  # the worker flushes its results and exits
                 elif w.kill_at is not None and now >= w.kill_at:
-                    w.process.kill()
+                    _kill(w)
             due = [r for r in self._cancelled
                    if r.cancelled_at is not None and now - r.cancelled_at >= CANCEL_GRACE_S]
             for run in due:
@@ -779,7 +781,12 @@ class ProcessPool:
                 for w in self._workers:
                     if w.inflight and w.inflight[0].run is run \
                             and w.progress[m.PROGRESS_SEQ] == w.inflight[0].seq:
-                        w.process.kill()  # its sentinel fires; _on_exit replaces it
+                        _kill(w)  # its sentinel fires; _on_exit replaces it
+
+
+def _kill(worker: _Worker) -> None:
+    worker.killed = True
+    worker.process.kill()
 
 
 _default: ProcessPool | None = None
