@@ -133,10 +133,13 @@ def parallel_map(fn: Callable[[T], Any], iterable: Iterable[T], *,
                    backend=backend,
                    workers=workers, chunksize=chunksize, ordered=ordered, timeout=timeout,
                    task_timeout=task_timeout, errors=errors, progress=progress)
-    results: list[Any] = []
+    results: list[Any] | None = None
     for segment in run.segments():
-        results.extend(segment)
-    return results
+        if results is None:
+            results = segment  # (a fresh list the run hands over: no copy)
+        else:
+            results.extend(segment)
+    return [] if results is None else results
 
 
 @overload

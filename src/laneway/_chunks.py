@@ -263,8 +263,8 @@ class ChunkSizer:
         self._size = 1 if per_item_s is None else self.GROWTH
         if total is None:
             self._cap = self.UNSIZED_CAP
-        elif per_item_s is not None and total * per_item_s <= self.ONE_CHUNK_S:
-            self._cap = max(1, total)
+        elif workers == 1 or (per_item_s is not None and total * per_item_s <= self.ONE_CHUNK_S):
+            self._cap = max(1, total)  # (one worker, or tiny: there is nothing to balance)
         else:
             self._cap = max(1, math.ceil(total / (workers * self.SPREAD)))
 

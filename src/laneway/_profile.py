@@ -256,9 +256,19 @@ class _Canary:
 
 
 def pickled_size(value: object) -> int | None:
-    """Bytes of ``pickle.dumps(value)``, or None if it cannot be pickled."""
+    """Bytes of ``pickle.dumps(value)``, or None if it cannot be pickled.
+
+    Large buffers (numpy arrays, for one) are counted without being copied: pickle
+    protocol 5 hands them over out-of-band and only their sizes are added up."""
+    buffers = 0
+
+    def count(buffer: pickle.PickleBuffer) -> bool:
+        nonlocal buffers
+        buffers += memoryview(buffer).nbytes
+        return False  # out-of-band: not copied into the pickle
+
     try:
-        return len(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+        return len(pickle.dumps(value, 5, buffer_callback=count)) + buffers
     except Exception:
         return None
 
