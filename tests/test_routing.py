@@ -254,3 +254,18 @@ def test_timeout_bounds_a_long_first_item_while_it_is_measured() -> None:
             laneway.parallel_map(computes_until_stopped, range(4), timeout=0.2)
     finally:
         stop.set()
+
+
+def runs_a_computing_child(_: object) -> int:
+    # task work: a child process that computes for ~50-100 ms of CPU
+    done = subprocess.run([sys.executable, "-c", "sum(i * i for i in range(2_000_000))"],
+                          check=True)
+    return done.returncode
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no RUSAGE_CHILDREN on Windows")
+def test_cpu_of_a_child_process_the_call_waited_for_counts_as_computing() -> None:
+    """subprocess.run computes in its child: that CPU time is the call's, not waiting."""
+    sample = measure_calls(runs_a_computing_child, iter([None]), probe_gil=False)
+    assert sample.values == [0]
+    assert sample.measurement.cpu_s >= 0.03  # the child's CPU; the caller's own is ~1 ms

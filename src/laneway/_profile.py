@@ -2,8 +2,9 @@
 
 Everything here measures *real* calls whose results are kept: no item is ever run twice.
 
-* **CPU/wall ratio.**  The CPU time of the calling thread (``time.thread_time``) over
-  the wall time of the call separates computing from waiting.
+* **CPU/wall ratio.**  The CPU time of the calling thread (``time.thread_time``), plus
+  that of child processes the call ran and waited for (``subprocess.run`` computes in
+  its child), over the wall time of the call separates computing from waiting.
 * **GIL probe.**  While the measured calls run, a tiny canary thread wakes every
   ``CANARY_SLEEP_S`` and records how late it woke.  If the task holds the GIL, the
   canary must wait for the interpreter's switch interval (5 ms by default) before it
@@ -124,6 +125,25 @@ class Sample:
     pending: FirstCall | None = None
 
 
+if sys.platform != "win32":
+    import resource
+
+    def _children_cpu() -> float:
+        """CPU seconds of this process's child processes that ended and were waited for."""
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+else:  # pragma: no cover - Windows has no RUSAGE_CHILDREN
+    def _children_cpu() -> float:
+        return 0.0
+
+
+def work_clock() -> float:
+    """CPU seconds of the calling thread, plus those of child processes waited for: a task
+    that runs a subprocess (and waits for it) is computing, in that subprocess, not
+    waiting for I/O."""
+    return time.thread_time() + _children_cpu()
+
+
 def thread_cpu_clock(ident: int) -> Callable[[], float] | None:
     """A reader of another thread's CPU time, where the platform offers one."""
     getter = getattr(time, "pthread_getcpuclockid", None)
@@ -161,7 +181,7 @@ class FirstCall:
 
     def _run(self) -> None:
         self._cpu_clock = thread_cpu_clock(threading.get_ident())
-        self._began, cpu_began = self._clock(), time.thread_time()
+        self._began, cpu_began = self._clock(), work_clock()
         self._cpu_began = self._cpu_clock() if self._cpu_clock is not None else 0.0
         self._started.set()
         try:
@@ -169,7 +189,7 @@ class FirstCall:
         except BaseException as exc:  # delivered as the item's failure
             self.failure = Failure(exc)
         self.wall_s = self._clock() - self._began
-        self.cpu_s = time.thread_time() - cpu_began
+        self.cpu_s = work_clock() - cpu_began
         with self._lock:
             self._done.set()
             listener = self._listener
@@ -280,7 +300,7 @@ def measure_calls(
     budget_s: float = SAMPLE_BUDGET_S,
     max_items: int = MAX_SAMPLE_ITEMS,
     clock: Callable[[], float] = time.perf_counter,
-    thread_clock: Callable[[], float] = time.thread_time,
+    thread_clock: Callable[[], float] = work_clock,
     probe_gil: bool = True,
     submit: Callable[[Callable[[], None]], None] | None = None,
     total: int | None = None,
@@ -315,9 +335,11 @@ def measure_calls(
             else:
                 probe_call = FirstCall(call, first_item, submit, clock)
                 if not probe_call.wait(deadline=deadline):
-                    wall, cpu = probe_call.so_far()
+                    wall, _ = probe_call.so_far()
+                    # (CPU so far is negligible by definition: as many threads as items,
+                    # up to the cap, since the call may wait much longer than this)
                     return Sample([], None, Measurement(
-                        calls=1, wall_s=wall, cpu_s=cpu, releases_gil=True,
+                        calls=1, wall_s=wall, cpu_s=0.0, releases_gil=True,
                         arg_bytes=pickled_size(first_item), result_bytes=0,
                     ), exhausted=False, pending=probe_call)
                 values.append(probe_call.value)
