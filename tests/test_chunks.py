@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 import laneway
 from laneway._chunks import ChunkSizer
 from laneway._profile import recent_pace
@@ -59,3 +61,30 @@ def test_second_small_call_on_process_pool_goes_to_one_worker() -> None:
     assert pace is not None and pace < ChunkSizer.ONE_CHUNK_S / 2
     pids = laneway.parallel_map(worker_pid, range(2), backend="process", workers=2)
     assert len(set(pids)) == 1
+
+
+def triple(x: int) -> int:
+    return 3 * x
+
+
+def test_a_worker_sends_a_chunk_of_tiny_items_back_in_one_message(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a worker knows a function's pace, a chunk of tiny items is one step and one
+    result message (the first chunk is run in growing steps to learn that pace)."""
+    from laneway import _run
+
+    batches: list[int] = []
+    original = _run.Run._next_batch
+
+    def spy(self: _run.Run, *args: object) -> object:
+        batch = original(self, *args)  # type: ignore[arg-type]
+        batches.append(batch.count)
+        return batch
+
+    monkeypatch.setattr(_run.Run, "_next_batch", spy)
+    laneway.parallel_map(triple, range(50), backend="process", workers=1, chunksize=50)
+    assert len(batches) > 1  # learning: steps of 1, 2, 4, ... items, one message each
+    batches.clear()
+    assert laneway.parallel_map(triple, range(50), backend="process", workers=1,
+                                chunksize=50) == [3 * x for x in range(50)]
+    assert batches == [50]

@@ -113,7 +113,7 @@ class ItemRunner:
                  started: Callable[[int], None] | None = None,
                  finished: Callable[[int], bool] | None = None, remote: bool = False,
                  max_step: int = 1 << 16, flush_interval: float = FLUSH_INTERVAL_S,
-                 step_target: float = STEP_TARGET_S,
+                 step_target: float = STEP_TARGET_S, first_step: int = 1,
                  clock: Callable[[], float] = perf_counter) -> None:
         self._fn = fn
         self._items = items
@@ -130,12 +130,19 @@ class ItemRunner:
         self._values: list[Any] = []
         self._failures: dict[int, Failure] | None = None
         self._flushed_at = clock()
+        self._first_step = max(1, min(first_step, max_step))
+        self.pace: float | None = None
+        """Seconds per item of the run, once it ended (None before)."""
 
     def run(self) -> None:
-        """Run every item (or until ``finished`` says stop), emitting as it goes."""
+        """Run every item (or until ``finished`` says stop), emitting as it goes.
+
+        The first step holds ``first_step`` items (a caller that knows the pace of the
+        function passes what fits in ``step_target``), later steps adapt."""
         items, fn, catch, n = self._items, self._fn, self._catch, len(self._items)
         pos = 0
-        step = 1
+        step = self._first_step
+        began = self._clock()
         while pos < n:
             end = min(n, pos + step)
             if self._started is not None:
@@ -158,6 +165,8 @@ class ItemRunner:
                 step = max(1, step // 4)
             if pos >= n or now - self._flushed_at >= self._flush_interval:
                 self.flush(now)
+        if n:
+            self.pace = (self._clock() - began) / n
 
     def flush(self, now: float | None = None) -> None:
         """Emit the outcomes gathered since the last emit (if any)."""

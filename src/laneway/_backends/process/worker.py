@@ -47,6 +47,7 @@ def main(conn: Connection, alive: Connection, progress: MutableSequence[int],
     threading.Thread(target=_exit_with_parent, args=(alive,), daemon=True,
                      name="laneway-parent-watch").start()
     functions: OrderedDict[bytes, Callable[[Any], Any]] = OrderedDict()
+    paces: dict[bytes, float] = {}  # seconds per item of each cached function, last chunk
     while True:
         try:
             frame = conn.recv_bytes()
@@ -58,7 +59,7 @@ def main(conn: Connection, alive: Connection, progress: MutableSequence[int],
             functions[key] = _load_function(view[m.FUNCTION_HEADER.size:])
             functions.move_to_end(key)
             while len(functions) > m.FUNCTION_CACHE_SIZE:
-                functions.popitem(last=False)
+                paces.pop(functions.popitem(last=False)[0], None)
         else:
             _, seq, flags, key = m.CHUNK_HEADER.unpack_from(view)
             functions.move_to_end(key)
@@ -66,7 +67,10 @@ def main(conn: Connection, alive: Connection, progress: MutableSequence[int],
                 # its run was cancelled after the job was sent: hand it back unrun
                 conn.send_bytes(m.RESULT_HEADER.pack(m.RESULTS, 1, 0, 0, 0.0))
                 continue
-            _run_chunk(conn, functions[key], seq, flags, view[m.CHUNK_HEADER.size:], progress)
+            pace = _run_chunk(conn, functions[key], seq, flags, view[m.CHUNK_HEADER.size:],
+                              progress, paces.get(key))
+            if pace is not None:
+                paces[key] = pace
 
 
 def _exit_with_parent(alive: Connection) -> None:
@@ -93,13 +97,17 @@ def _load_function(body: memoryview) -> Callable[[Any], Any]:
 
 
 def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, flags: int,
-               body: memoryview, progress: MutableSequence[int]) -> None:
+               body: memoryview, progress: MutableSequence[int],
+               pace: float | None) -> float | None:
+    """Run one chunk; its seconds per item (None: not run).  ``pace`` is the function's
+    seconds per item in its previous chunk here: the first step takes as many items as
+    fit in a step (a chunk of tiny items goes back as one message, not one per item)."""
     try:
         items: list[Any] = pickle.loads(body)
     except Exception as exc:
         text = f"{type(exc).__name__}: {exc}".encode()
         conn.send_bytes(m.RESULT_HEADER.pack(m.UNREADABLE, 1, 0, 0, 0.0) + text)
-        return
+        return None
     if flags & m.ISOLATED:
         items = [_IsolatedItem(blob) for blob in items]
         fn = _isolated_caller(fn)
@@ -142,10 +150,11 @@ def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, flags: int,
                         finished=finished if timed else None, remote=True,
                         max_step=1 if timed else 1 << 16,
                         flush_interval=WORKER_STEP_TARGET_S if timed else 0.0,
-                        step_target=WORKER_STEP_TARGET_S)
+                        step_target=WORKER_STEP_TARGET_S,
+                        first_step=int(WORKER_STEP_TARGET_S / pace) if pace else 1)
     if not timed:
         runner.run()
-        return
+        return runner.pace
 
     def stop(signum: int, frame: object) -> None:
         # The parent stops a worker whose item overran: hand in what finished, then go;
@@ -162,6 +171,7 @@ def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, flags: int,
         runner.run()
     finally:
         signal.signal(signal.SIGTERM, previous)
+    return runner.pace
 
 
 class _IsolatedItem:
