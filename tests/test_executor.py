@@ -284,3 +284,11 @@ def test_dropped_executor_ends_its_dispatcher_thread() -> None:
     while dispatchers() > before:
         assert time.monotonic() < deadline, "the dispatcher thread outlived its executor"
         time.sleep(0.01)
+
+
+def test_unpicklable_arguments_of_a_process_call_are_named() -> None:
+    with laneway.Executor() as pool:
+        future = pool.submit(cpu_mul, threading.Lock())  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="the arguments of a call of cpu_mul .*lock.*"
+                                            "@laneway.io_bound"):
+            future.result(DEADLOCK_TIMEOUT)

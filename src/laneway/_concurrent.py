@@ -80,6 +80,15 @@ class _CallWith:
         self.fn = fn
         self.__qualname__ = getattr(fn, "__qualname__", repr(fn))
 
+    def describe_unsendable(self, item: tuple[tuple[Any, ...], dict[str, Any]]) -> str:
+        """How the process pool names an item of this adapter that cannot be pickled."""
+        args, kwargs = item
+        what = ", ".join([*(describe_value(a) for a in args),
+                          *(f"{k}={describe_value(v)}" for k, v in kwargs.items())])
+        return (f"the arguments of a call of {self.__qualname__} ({what}) cannot be sent to "
+                f"a process worker; hint the function @laneway.io_bound (threads need no "
+                f"pickling), or pass picklable arguments")
+
     def __call__(self, item: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
         args, kwargs = item
         return self.fn(*args, **kwargs)

@@ -205,6 +205,7 @@ class ProcessRun:
         self.pool = pool
         self.group = self if group is None else group
         self.task_timeout = task_timeout
+        self.fn = fn
         self.fn_name = getattr(fn, "__qualname__", None) or describe_value(fn)
         self.function_frame = dumps_function(fn)
         self.key = hashlib.blake2b(self.function_frame, digest_size=m.KEY_BYTES).digest()
@@ -232,7 +233,9 @@ class ProcessRun:
                 _dumps(item)
                 continue
             except Exception as exc:
+                describe = getattr(self.fn, "describe_unsendable", None)
                 error = TypeError(
+                    f"{describe(item)}: {type(exc).__name__}: {exc}" if describe else
                     f"cannot send item #{chunk.start + k}, {describe_value(item)}, to a "
                     f"process worker: {type(exc).__name__}: {exc}. Run it with "
                     f"backend='thread' (no pickling needed), or pass picklable data"
@@ -695,6 +698,11 @@ class ProcessPool:
         how = exit_description(exitcode)
         if first == last:
             what = f"{run.fn_name}(item #{first}). Other items were not affected"
+        elif job.flags & m.TIMED:  # one item per step, handed in every ~2 ms
+            what = (f"{run.fn_name} on items #{first}-#{last}: item #{last} was running, "
+                    f"and the others had finished but not yet been handed in (with "
+                    f"task_timeout, results are sent every ~2 ms), so their results were "
+                    f"lost with it. Other items were not affected")
         else:
             what = (f"{run.fn_name} on items #{first}-#{last}, which ran as one small "
                     f"group because each takes less than about 2 ms: one of them "
