@@ -20,7 +20,7 @@ from typing import Any
 
 from ._errors import Failure, RemoteTaskError
 
-__all__ = ["Batch", "Chunk", "ChunkSizer", "Emit", "ItemRunner", "call_each",
+__all__ = ["Batch", "Chunk", "ChunkSizer", "Emit", "ItemRunner", "call_each", "capture",
            "decode_failure", "encode_failure"]
 
 FLUSH_INTERVAL_S = 0.002
@@ -181,7 +181,7 @@ class ItemRunner:
         self._flushed_at = now
 
     def _capture(self, exc: BaseException) -> Failure:
-        return _capture(exc, self._remote)
+        return capture(exc, self._remote)
 
 
 def call_each(fn: Callable[[Any], Any], items: Sequence[Any], values: list[Any],
@@ -208,7 +208,9 @@ def call_each(fn: Callable[[Any], Any], items: Sequence[Any], values: list[Any],
     return failures
 
 
-def _capture(exc: BaseException, remote: bool) -> Failure:
+def capture(exc: BaseException, remote: bool) -> Failure:
+    """An item's exception as a :class:`Failure`; ``remote`` keeps its traceback as text
+    for the trip to another process."""
     if not remote:
         return Failure(exc)
     import traceback  # only when something failed: keeps worker start-up lean

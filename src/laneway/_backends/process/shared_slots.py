@@ -41,6 +41,12 @@ class SharedSlots:
     def __len__(self) -> int:
         return self._count
 
+    @property
+    def view(self) -> memoryview:
+        """The slots as a writable int64 memoryview, for loops where a method call per
+        access would cost too much (the worker's per-item stamps)."""
+        return self._slots
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Only meaningful while a Process is being started: DupFd hands the fd over.
         return (_rebuild, (reduction.DupFd(self._fd), self._count))

@@ -15,16 +15,18 @@ import signal
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from time import perf_counter
 from typing import Any
 
 import cloudpickle  # functions arrive cloudpickled: the fork server preloads it once
 
 from ... import _context
-from ..._chunks import ItemRunner, encode_failure
+from ..._chunks import Emit, ItemRunner, capture, encode_failure
 from ..._errors import Failure, RemoteTaskError
 from . import messages as m
+from .shared_slots import SharedSlots
 
 WORKER_STEP_TARGET_S = 0.002
 """Tiny items run in steps of about this long in a worker, each step's outcomes sent as
@@ -37,7 +39,7 @@ _NATIVE_THREAD_VARS = (
 )
 
 
-def main(conn: Connection, alive: Connection, progress: MutableSequence[int],
+def main(conn: Connection, alive: Connection, progress: SharedSlots,
          native_threads: int) -> None:
     """Entry point of a worker process (the target of ``Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -97,7 +99,7 @@ def _load_function(body: memoryview) -> Callable[[Any], Any]:
 
 
 def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, flags: int,
-               body: memoryview, progress: MutableSequence[int],
+               body: memoryview, progress: SharedSlots,
                pace: float | None) -> float | None:
     """Run one chunk; its seconds per item (None: not run).  ``pace`` is the function's
     seconds per item in its previous chunk here: the first step takes as many items as
@@ -111,67 +113,92 @@ def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, flags: int,
     if flags & m.ISOLATED:
         items = [_IsolatedItem(blob) for blob in items]
         fn = _isolated_caller(fn)
-    timed = bool(flags & m.TIMED)
     progress[m.PROGRESS_STARTED] = 0
     progress[m.PROGRESS_STOP] = 0
     progress[m.PROGRESS_SEQ] = seq
     total = len(items)
-    sending = False
-    running = 0  # timed: position + 1 of the item running now (0: between items)
-
-    def started(end: int) -> None:
-        nonlocal running
-        if timed:
-            progress[m.PROGRESS_STARTED_NS] = time.monotonic_ns()
-            running = end
-        progress[m.PROGRESS_STARTED] = end
-
-    def finished(end: int) -> bool:
-        nonlocal running
-        running = 0
-        return True
 
     def emit(offset: int, values: list[Any], failures: dict[int, Failure] | None,
              busy_s: float) -> None:
-        nonlocal sending
         done = offset + len(values) == total
-        body = _encode_outcomes(values, failures)
-        sending = True
         conn.send_bytes(m.RESULT_HEADER.pack(m.RESULTS, done, offset, len(values), busy_s)
-                        + body)
-        sending = False
+                        + _encode_outcomes(values, failures))
 
-    # Untimed: flush_interval=0, every finished step is handed in before the next one
-    # starts, so if the worker dies only the step it was in (one item, unless items take
-    # well under WORKER_STEP_TARGET_S) can be in doubt.  Timed: steps are single items
-    # (each stamped with its start), flushed every WORKER_STEP_TARGET_S, and a worker
-    # stopped for a timeout hands in what it holds from its SIGTERM handler.
-    runner = ItemRunner(fn, items, emit, catch=BaseException, started=started,
-                        finished=finished if timed else None, remote=True,
-                        max_step=1 if timed else 1 << 16,
-                        flush_interval=WORKER_STEP_TARGET_S if timed else 0.0,
-                        step_target=WORKER_STEP_TARGET_S,
+    if flags & m.TIMED:
+        return _run_timed(fn, items, emit, progress)
+
+    def started(end: int) -> None:
+        progress[m.PROGRESS_STARTED] = end
+
+    # Every finished step is handed in before the next one starts (flush_interval=0), so
+    # if the worker dies only the step it was in (one item, unless items take well under
+    # WORKER_STEP_TARGET_S) can be in doubt.
+    runner = ItemRunner(fn, items, emit, catch=BaseException, started=started, remote=True,
+                        flush_interval=0.0, step_target=WORKER_STEP_TARGET_S,
                         first_step=int(WORKER_STEP_TARGET_S / pace) if pace else 1)
-    if not timed:
-        runner.run()
-        return runner.pace
+    runner.run()
+    return runner.pace
+
+
+def _run_timed(fn: Callable[[Any], Any], items: list[Any], emit: Emit,
+               progress: SharedSlots) -> float | None:
+    """A chunk under ``task_timeout``: one item at a time, each stamped with its start so
+    the parent can tell which item overran and when; outcomes handed in every
+    ``WORKER_STEP_TARGET_S``.  A worker stopped for a timeout (SIGTERM) hands in what
+    finished and exits -- unless the overrunning item finished meanwhile.
+
+    A plain loop, not an ItemRunner: the per-item cost is what ``task_timeout`` costs, so
+    it writes the shared slots directly (a method call per write would double it)."""
+    slots = progress.view
+    started_ns, started_at, stop_at = m.PROGRESS_STARTED_NS, m.PROGRESS_STARTED, m.PROGRESS_STOP
+    values: list[Any] = []
+    failures: dict[int, Failure] | None = None
+    offset = 0
+    running = 0  # position + 1 of the item running now (0: between items)
+    sending = False
+    flushed = 0.0
+    monotonic_ns = time.monotonic_ns
+
+    def flush(now: float) -> None:
+        nonlocal values, failures, offset, flushed, sending
+        if values:
+            sending = True
+            emit(offset, values, failures, now - flushed)
+            sending = False
+            offset += len(values)
+            values, failures = [], None
+        flushed = now
 
     def stop(signum: int, frame: object) -> None:
-        # The parent stops a worker whose item overran: hand in what finished, then go;
-        # unless that item finished meanwhile (the parent sees its result and relents).
-        overran = progress[m.PROGRESS_STOP]
+        overran = slots[stop_at]
         if overran and overran != running:
-            return
+            return  # that item finished in time after all: carry on
         if not sending:
-            runner.flush()
+            flush(perf_counter())
         os._exit(m.STOPPED_EXIT_CODE)
 
     previous = signal.signal(signal.SIGTERM, stop)
+    began = flushed = perf_counter()
     try:
-        runner.run()
+        for position, item in enumerate(items):
+            slots[started_ns] = monotonic_ns()
+            slots[started_at] = running = position + 1
+            try:
+                value = fn(item)
+            except BaseException as exc:
+                value = None
+                if failures is None:
+                    failures = {}
+                failures[len(values)] = capture(exc, remote=True)
+            values.append(value)
+            running = 0
+            now = perf_counter()
+            if now - flushed >= WORKER_STEP_TARGET_S:
+                flush(now)
+        flush(perf_counter())
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return runner.pace
+    return (perf_counter() - began) / len(items) if items else None
 
 
 class _IsolatedItem:
