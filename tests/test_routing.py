@@ -77,6 +77,36 @@ def test_measure_calls_with_fake_clocks() -> None:
     assert sample.measurement.releases_gil is None
 
 
+def test_slow_first_call_is_the_whole_sample() -> None:
+    """A first call (made through ``submit``) that used up the budget is not followed by
+    more items run one by one in the caller: the pool takes the rest."""
+    wall = itertools.count(0, 0.030)  # each reading advances 30 ms: over a 20 ms budget
+    ran: list[int] = []
+
+    def work(x: int) -> int:
+        ran.append(x)
+        return x * 10
+
+    sample = measure_calls(work, iter(range(100)), budget_s=0.020, probe_gil=False,
+                           clock=lambda: next(wall), submit=lambda job: job(), total=100)
+    assert ran == [0]
+    assert sample.values == [0]
+    assert sample.measurement.calls == 1
+    assert not sample.exhausted and sample.pending is None
+
+
+def test_first_call_is_timed_without_its_hand_over() -> None:
+    """The first call's time is its own (read on the pool thread), not the 10 ms the
+    caller spent handing it over and getting it back: a tiny call stays tiny."""
+    readings = iter([0.0, 0.010, 0.010001, 0.020, 0.020001])  # see the comments below
+    sample = measure_calls(lambda x: x, iter(range(10)), probe_gil=False,
+                           clock=lambda: next(readings), submit=lambda job: job(), total=10)
+    # caller starts (0), the call runs 10.000-10.001 ms on the "pool thread", the caller
+    # sees it done at 20 ms; 10 items of ~1 us: 3 % of the run is less than one item
+    assert sample.values == [0]
+    assert sample.measurement.wall_s < 1e-4
+
+
 def record(args: tuple[str, int]) -> int:
     folder, x = args
     os.close(os.open(os.path.join(folder, f"{x}.ran"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))

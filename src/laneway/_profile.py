@@ -321,7 +321,7 @@ def measure_calls(
     failures: dict[int, Failure] | None = None
     first: tuple[Any, Any] | None = None
     first_item: Any = _NOTHING
-    exhausted = False
+    exhausted = enough = False
     probe = probe_gil and _can_probe_gil()
     canary = _Canary(clock) if probe else None
     if canary is not None:
@@ -347,10 +347,16 @@ def measure_calls(
                     failures = {0: probe_call.failure}
                 else:
                     first = (first_item, probe_call.value)
-                # the call's CPU time is its own thread's, not the caller's
+                # the call's CPU time is its own thread's, not the caller's; its wall
+                # time is its own too, without the hand-over to the pool thread and
+                # back (which would pass a tiny call for a waiting one)
                 cpu_began -= probe_call.cpu_s
+                began = clock() - probe_call.wall_s
+                # a first call that used up the budget is the whole sample: no more
+                # items run serially in the caller while the pool waits
+                enough = _over_budget(probe_call.wall_s, 1, budget_s, total)
         step = 1  # items between clock readings: doubles, so tiny items are not slowed
-        while not exhausted and len(values) < max_items:
+        while not enough and not exhausted and len(values) < max_items:
             if first is not None:  # the fast path: the items' own C loop
                 exhausted, failures = _run_items(call, items, step, values, failures)
             for _ in range(step if first is None else 0):
@@ -374,13 +380,10 @@ def measure_calls(
                         first = (item, result)
             elapsed = clock() - began
             per_item = elapsed / max(1, len(values))
-            limit = budget_s if total is None else min(budget_s,
-                                                       SAMPLE_SHARE * total * per_item)
-            if exhausted or elapsed + per_item / 2 >= limit or (
-                elapsed >= TINY_AFTER_S and per_item < TINY_ITEM_S
-            ):
-                break  # (another item would mostly overrun the budget: stop now)
+            if exhausted or _over_budget(elapsed, len(values), budget_s, total):
+                break
             # double the step, but not past the budget: what fits in the time left
+            limit = _limit(per_item, budget_s, total)
             fits = int((limit - elapsed) / per_item) if per_item > 0 else step * 2
             step = max(1, min(step * 2, fits, max_items - len(values)))
         wall, cpu = clock() - began, thread_clock() - cpu_began
@@ -399,6 +402,20 @@ def measure_calls(
         arg_bytes=arg_bytes, result_bytes=result_bytes,
     )
     return Sample(values, failures, measurement, exhausted)
+
+
+def _limit(per_item: float, budget_s: float, total: int | None) -> float:
+    """How long measuring may take: the budget, and at most ``SAMPLE_SHARE`` of the
+    run's estimated serial time when its size is known."""
+    return budget_s if total is None else min(budget_s, SAMPLE_SHARE * total * per_item)
+
+
+def _over_budget(elapsed: float, calls: int, budget_s: float, total: int | None) -> bool:
+    """Whether measuring should stop after ``calls`` items took ``elapsed``: another
+    item would mostly overrun the limit, or the items are tiny and plenty were seen."""
+    per_item = elapsed / max(1, calls)
+    return elapsed + per_item / 2 >= _limit(per_item, budget_s, total) or (
+        elapsed >= TINY_AFTER_S and per_item < TINY_ITEM_S)
 
 
 def _run_items(call: Callable[[Any], Any], items: Iterator[Any], count: int,

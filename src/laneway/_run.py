@@ -105,8 +105,8 @@ class Run:
     When the backend is forced or the kind known (argument or hint), the plan is made
     and the backend opened at once, so a function that cannot be pickled for a process
     is refused when the call is made.  Otherwise the plan waits for the first
-    :meth:`segments` step, which measures the first items in the caller (results kept,
-    delivered first) unless this function was measured before in this process.
+    :meth:`segments` step, which measures the first items (the first on a pool thread,
+    the next few in the caller; results kept, delivered first) unless this function was measured before in this process.
     """
 
     def __init__(self, fn: Callable[[Any], Any], iterable: Iterable[Any], options: RunOptions,
