@@ -7,7 +7,9 @@ import logging
 import os
 import pickle
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -350,3 +352,69 @@ def test_errors_pickle_round_trip() -> None:
     assert (again.pid, again.exitcode, again.index, str(again)) == (7, -9, 3, "boom")
     timeout = pickle.loads(pickle.dumps(laneway.TaskTimeoutError("slow", index=1, seconds=2.0)))
     assert isinstance(timeout, TimeoutError) and timeout.seconds == 2.0
+
+
+def fail_on_multiples_of_1000(x: int) -> int:
+    if x % 1000 == 999:
+        raise ValueError(f"bad item {x}")
+    return x * 2
+
+
+@pytest.mark.parametrize("make_input", [list, tuple, lambda r: r, iter],
+                         ids=["list", "tuple", "range", "iterator"])
+def test_serial_run_into_one_list_keeps_every_result_in_place(
+        make_input: Any, tmp_path: Path) -> None:
+    """The serial backend runs the items straight into the returned list (no chunk
+    copies): across many chunks, errors="return" puts each failure at its own index,
+    and every item ran once."""
+    n = 10_000
+    got = laneway.parallel_map(fail_on_multiples_of_1000, make_input(range(n)),
+                               backend="serial", errors="return")
+    assert len(got) == n
+    for x, value in enumerate(got):
+        if x % 1000 == 999:
+            assert isinstance(value, ValueError) and f"bad item {x}" in str(value)
+            assert any(f"item #{x}" in note for note in value.__notes__)
+        else:
+            assert value == x * 2
+    items = [(str(tmp_path), x) for x in range(n)]
+    assert laneway.parallel_map(record_run, make_input(items), backend="serial") == \
+        list(range(n))
+    assert len(list(tmp_path.glob("*.ran"))) == n
+
+
+def test_serial_run_raises_the_first_failure_by_its_index() -> None:
+    """errors="raise" on the serial backend: the first failure, named by its index."""
+    with pytest.raises(ValueError, match="bad item 999") as info:
+        laneway.parallel_map(fail_on_multiples_of_1000, range(5000), backend="serial")
+    assert any("item #999" in note for note in info.value.__notes__)
+
+
+def test_serial_run_lets_the_inputs_own_error_through() -> None:
+    """An error raised by the input iterator is not an item's failure: it propagates as
+    itself, even with errors="return"."""
+
+    def items() -> Iterator[int]:
+        yield from range(5000)
+        raise OSError("the input broke")
+
+    with pytest.raises(OSError, match="the input broke"):
+        laneway.parallel_map(square, items(), backend="serial", errors="return")
+
+
+def test_unhinted_serial_run_reports_progress_and_keeps_measured_items() -> None:
+    """A measured run planned serial delivers the measured items first, then the rest,
+    in order, and its progress reaches the total."""
+    seen: list[tuple[int, int | None]] = []
+    n = 50_000
+    got = laneway.parallel_map(square_progress, list(range(n)),
+                               progress=lambda done, total: seen.append((done, total)))
+    assert got == [x * x for x in range(n)]
+    plan = laneway.last_plan()
+    assert plan is not None and plan.backend == "serial"
+    assert seen[-1] == (n, n)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def square_progress(x: int) -> int:
+    return x * x

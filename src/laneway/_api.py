@@ -133,13 +133,7 @@ def parallel_map(fn: Callable[[T], Any], iterable: Iterable[T], *,
                    backend=backend,
                    workers=workers, chunksize=chunksize, ordered=ordered, timeout=timeout,
                    task_timeout=task_timeout, errors=errors, progress=progress)
-    results: list[Any] | None = None
-    for segment in run.segments():
-        if results is None:
-            results = segment  # (a fresh list the run hands over: no copy)
-        else:
-            results.extend(segment)
-    return [] if results is None else results
+    return run.collect()
 
 
 @overload

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -184,7 +184,7 @@ class ItemRunner:
         return capture(exc, self._remote)
 
 
-def call_each(fn: Callable[[Any], Any], items: Sequence[Any], values: list[Any],
+def call_each(fn: Callable[[Any], Any], items: Iterable[Any], values: list[Any],
               failures: dict[int, Failure] | None = None,
               catch: type[BaseException] = Exception,
               capture: Callable[[BaseException], Failure] = Failure,
@@ -193,19 +193,21 @@ def call_each(fn: Callable[[Any], Any], items: Sequence[Any], values: list[Any],
 
     An item that raises ``catch`` gets ``None`` in ``values`` and its failure in
     ``failures`` under its position in ``values``; the items before it keep their results
-    and the loop goes on after it.  Returns ``failures`` (created if needed).
+    and the loop goes on after it.  Returns ``failures`` (created if needed).  ``items``
+    may be an iterator, but one that cannot raise itself (a list's, a slice of one):
+    its own error would pass for an item's failure.
     """
-    start = len(values)
-    while len(values) - start < len(items):
-        done = len(values) - start
+    remaining = iter(items)
+    while True:
         try:
-            values.extend(map(fn, items[done:] if done else items))
-        except catch as exc:  # what ran before it was kept by extend
+            values.extend(map(fn, remaining))
+        except catch as exc:  # what ran before it was kept by extend; map took the item
             if failures is None:
                 failures = {}
             failures[len(values)] = capture(exc)
             values.append(None)
-    return failures
+        else:
+            return failures
 
 
 def capture(exc: BaseException, remote: bool) -> Failure:

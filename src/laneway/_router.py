@@ -8,9 +8,10 @@ whether the function is a coroutine function.  Rules:
   back on), threads on a free-threaded build with the GIL off;
 * ``native`` (releases the GIL) and ``io`` -> threads;
 * unhinted work is *measured* (see ``_profile``: its first item runs on a pool thread,
-  the next few in the caller, their results kept) and a small cost model picks the fastest of serial, threads and
-  processes from the seconds per item, the CPU/wall ratio, the GIL probe, the pickled
-  sizes, the number of items and whether the process pool is warm (:func:`estimate`);
+  the next few in the caller, their results kept) and a small cost model picks the
+  fastest of serial, threads and processes from the seconds per item, the CPU/wall
+  ratio, the GIL probe, the pickled sizes, the number of items and whether the process
+  pool is warm (:func:`estimate`);
 * inside a laneway process worker, never another process pool: threads instead.
 
 Worker counts: process pools and CPU-bound thread pools get ``available_cpus()``;
