@@ -184,6 +184,41 @@ def test_cli_info_and_classify() -> None:
     assert bad.returncode == 2 and "cannot load" in bad.stderr
 
 
+def test_cli_bench_prints_every_probe_and_variant() -> None:
+    """python -m laneway bench --quick: a row per probe, a time and speedup per variant,
+    laneway's choice; bad options are usage errors."""
+    bench = _cli("bench", "--quick")
+    assert bench.returncode == 0, bench.stderr
+    rows = {line.split("|")[1].strip(): line for line in bench.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| probe")}
+    assert set(rows) == {"cpu", "native", "io"}
+    for row in rows.values():
+        assert row.count(" ms") == 4 and row.count("x)") == 3
+        assert row.rstrip(" |").split()[-1] in ("serial", "thread", "process")
+    bad = _cli("bench", "--reps", "0")
+    assert bad.returncode == 2 and "positive integer" in bad.stderr
+
+
+def test_bench_table_and_plot_error() -> None:
+    """The bench table shows each variant's time and speedup over serial; --plot without
+    matplotlib says which extra to install, before running anything."""
+    from laneway import _bench
+
+    probe = _bench.Probe("cpu", "loop", _bench.spin, [1, 2], 2)
+    result = _bench.Result(probe, {"serial": 0.2, "threads": 0.4, "processes": 0.1,
+                                   "laneway": 0.125}, "process")
+    table = _bench.render([result], cpus=2, reps=3)
+    assert "| cpu | loop | 2 | 200 ms | 400 ms (0.50x) | 100 ms (2.00x) | " \
+           "125 ms (1.60x) process |" in table
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        plotted = _cli("bench", "--quick", "--plot", "out.png")
+        assert plotted.returncode == 2 and "laneway[plot]" in plotted.stderr
+    else:
+        pytest.skip("matplotlib is installed: the missing-extra error cannot show")
+
+
 def test_a_waiting_first_call_is_known_before_it_ends() -> None:
     """An unhinted run whose first item waits is planned while that item still runs:
     here item 0 can only finish once another item has started."""

@@ -1,4 +1,4 @@
-"""The command line: ``python -m laneway info`` and ``python -m laneway classify``."""
+"""The command line: ``python -m laneway info``, ``classify`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -29,10 +29,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     classify.add_argument("args", nargs="*", metavar="ARG",
                           help="arguments, read as Python literals where possible "
                                "(42, 'text', [1, 2]); anything else is passed as a string")
+    bench = commands.add_parser(
+        "bench", help="threads vs processes on CPU, native and I/O probes, on this machine")
+    bench.add_argument("--quick", action="store_true",
+                       help="smaller probes, one repetition (a few seconds)")
+    bench.add_argument("--reps", type=_positive_int, default=None, metavar="N",
+                       help="repetitions per variant (default 3; 1 with --quick)")
+    bench.add_argument("--plot", metavar="FILE.png", default=None,
+                       help="also save the speedups as a bar chart (needs matplotlib: "
+                            "the 'plot' extra)")
     options = parser.parse_args(argv)
     if options.command == "info":
         return _info()
+    if options.command == "bench":
+        from . import _bench
+
+        return _bench.main(options.quick, options.reps, options.plot)
     return _classify(options.target, options.args)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"expected a positive integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _info() -> int:

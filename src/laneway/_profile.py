@@ -35,7 +35,7 @@ from ._errors import Failure
 from ._options import bounded_wait
 
 __all__ = ["FirstCall", "Measurement", "Sample", "cached_measurement", "check_drift",
-           "measure_calls", "needs_measuring", "pickled_size", "recent_pace",
+           "forget", "measure_calls", "needs_measuring", "pickled_size", "recent_pace",
            "remember_measurement", "remember_pace", "thread_cpu_clock"]
 
 DRIFT_FACTOR = 4.0
@@ -505,3 +505,11 @@ def recent_pace(fn: Callable[..., Any]) -> float | None:
             return _paces.get(fn)
         except TypeError:
             return None
+
+
+def forget(fn: Callable[..., Any]) -> None:
+    """Drop what this process remembers of ``fn`` (its measurement and pace), so its
+    next unhinted run measures it again, as a program's first call would."""
+    with _measured_lock, contextlib.suppress(TypeError):
+        _measured.pop(fn, None)
+        _paces.pop(fn, None)
