@@ -49,7 +49,7 @@ def _descendants() -> dict[int, str]:
 def _laneway_processes() -> set[int]:
     from laneway._backends.process import pool
 
-    current = pool._default
+    current = pool._default.current()
     return set(current.worker_pids()) if current is not None else set()
 
 

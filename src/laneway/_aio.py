@@ -25,15 +25,13 @@ from ._errors import Failure, TaskTimeoutError
 from ._hints import Kind, is_coroutine_function
 from ._options import BackendName, ErrorPolicy, Progress, RunOptions
 from ._progress import make_reporter
+from ._router import ASYNC_CONCURRENCY
 from ._run import Run, total_of
 
 __all__ = ["amap", "arun_concurrently"]
 
 T = TypeVar("T")
 
-ASYNC_CONCURRENCY = 1024
-"""Coroutines of one amap in flight at once, without ``workers=``: they are cheap, and
-waiting is what they do."""
 
 
 async def amap(fn: Callable[[T], Any], iterable: Iterable[T], *, kind: Kind | None = None,

@@ -26,7 +26,10 @@ class _AwaitEach:
     def __init__(self, fn: Callable[[Any], Awaitable[Any]]) -> None:
         self.fn = fn
         self.__qualname__ = getattr(fn, "__qualname__", repr(fn))
-        self.__laneway_kind__ = hinted_kind(fn) or "async"
+        hinted = hinted_kind(fn)
+        if hinted is not None:
+            self.__laneway_kind__ = hinted
+        self.__laneway_coroutine__ = fn
 
     def __call__(self, item: Any) -> Any:
         import asyncio  # costs ~60 ms to import: only when a coroutine function runs

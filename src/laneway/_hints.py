@@ -55,6 +55,15 @@ def is_coroutine_function(fn: object) -> bool:
     return inspect.iscoroutinefunction(fn)
 
 
+def coroutine_of(fn: object) -> Callable[..., Any] | None:
+    """The coroutine function ``fn`` is or stands for (laneway's per-item wrapper of one
+    carries it as ``__laneway_coroutine__``), or None."""
+    if is_coroutine_function(fn):
+        return fn  # type: ignore[return-value]
+    inner = getattr(fn, "__laneway_coroutine__", None)
+    return inner if inner is not None and is_coroutine_function(inner) else None
+
+
 def _describe(value: object) -> str:
     return f"{value!r} ({type(value).__name__})"
 

@@ -30,11 +30,15 @@ from typing import Any
 
 from . import _context
 from ._cpus import available_cpus
-from ._hints import Kind, hinted_kind, is_coroutine_function
+from ._hints import Kind, coroutine_of, hinted_kind
 from ._options import BackendName, RunOptions, env_backend
 from ._profile import Measurement
 
 __all__ = ["Estimate", "Plan", "estimate", "measured_kind", "plan_run"]
+
+ASYNC_CONCURRENCY = 1024
+"""Calls of a coroutine function in flight at once on the async backend (and in
+``amap``), without ``workers=``: they are cheap, and waiting is what they do."""
 
 IO_THREADS_HINTED = 64
 """Threads for work hinted I/O-bound when nothing was measured (without ``workers=``)."""
@@ -108,7 +112,7 @@ def task_kind(fn: Callable[..., Any], options: RunOptions) -> tuple[Kind | None,
     hinted = hinted_kind(fn)
     if hinted is not None:
         return hinted, f"it is hinted {hinted!r}"
-    if is_coroutine_function(fn):
+    if coroutine_of(fn) is not None:
         return "async", "it is a coroutine function"
     return None, "it has no hint"
 
@@ -133,6 +137,9 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
         backend, reason = "thread", f"{known}: the GIL is off, so CPU-bound work uses threads"
     elif kind == "native":
         backend, reason = "thread", f"{known}: native code releases the GIL, so threads"
+    elif kind in ("io", "async") and coroutine_of(fn) is not None:
+        backend, reason = "async", (f"{known}: coroutines overlap on one event loop, so "
+                                    f"the async backend")
     elif kind in ("io", "async"):
         backend, reason = "thread", f"{known}: waiting work overlaps best on threads"
     elif measurement is not None:
@@ -148,7 +155,12 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
     if backend == "process" and _context.in_process_worker():
         backend, reason = "thread", (f"{reason}; but this is already a laneway process "
                                      f"worker, so threads (no nested process pools)")
-    if backend in ("async", "dask"):
+    if backend == "async" and coroutine_of(fn) is None:
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        msg = (f"the async backend runs coroutine functions, but {name} is not one "
+               f"({reason}); use backend='thread' for blocking I/O")
+        raise ValueError(msg)
+    if backend == "dask":
         from ._errors import LanewayError
 
         msg = f"backend {backend!r} is not available in this version of laneway yet"
@@ -161,7 +173,7 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
         backend, reason = "thread", f"{reason}; but task_timeout needs a pool, so threads"
     if options.workers is not None or workers is None or backend != "thread":
         workers = _workers(backend, kind, options.workers, cpus, total)
-    if options.workers is None:
+    if options.workers is None and backend != "async":  # (coroutines are not a pool)
         workers = min(workers, _env_max_workers() or workers)
     return Plan(backend, workers, options.chunksize, kind, reason + ".")
 
@@ -179,6 +191,8 @@ def _workers(backend: str, kind: Kind | None, asked: int | None, cpus: int,
         return 1
     if asked is not None:
         workers = asked
+    elif backend == "async":
+        workers = ASYNC_CONCURRENCY
     elif backend == "process" or kind in ("cpu", "native"):
         workers = cpus
     elif kind in ("io", "async"):
@@ -256,7 +270,7 @@ def estimate(m: Measurement, total: int | None, cpus: int, *,
 def _process_pool_warm() -> bool:
     from ._backends.process import pool
 
-    current = pool._default
+    current = pool._default.current()
     return current is not None and current.size() > 0
 
 

@@ -228,6 +228,14 @@ class Run:
 
             return default_pool().open_run(self.fn, self._sink, workers,
                                            self.options.task_timeout)
+        if backend == "async":
+            from ._backends.aio import AsyncRun
+            from ._hints import coroutine_of
+
+            coroutine_function = coroutine_of(self.fn)
+            assert coroutine_function is not None  # (the router made sure)
+            return AsyncRun(coroutine_function, self._sink, workers, self.options.task_timeout,
+                            self.fn_name)
         if backend == "thread":
             from ._backends.threads import ThreadRun, default_thread_pool
 

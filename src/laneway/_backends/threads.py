@@ -10,7 +10,6 @@ for 4 threads never uses 64 just because another run warmed them up.
 from __future__ import annotations
 
 import itertools
-import os
 import queue
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 from .._chunks import FLUSH_INTERVAL_S, Batch, Chunk, ItemRunner
 from .._errors import Failure, TaskTimeoutError
+from .._lazy import ProcessWide
 
 __all__ = ["ThreadPool", "ThreadRun", "default_thread_pool"]
 
@@ -208,23 +208,9 @@ class ThreadRun:
                 chunk = self._waiting.popleft()
 
 
-_default: ThreadPool | None = None
-_default_lock = threading.Lock()
+_default: ProcessWide[ThreadPool] = ProcessWide(ThreadPool)
 
 
 def default_thread_pool() -> ThreadPool:
     """The process-wide thread pool."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = ThreadPool()
-        return _default
-
-
-def _forget_after_fork() -> None:
-    global _default, _default_lock
-    _default = None
-    _default_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
+    return _default.get()

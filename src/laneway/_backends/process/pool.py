@@ -34,7 +34,6 @@ import io
 import itertools
 import logging
 import multiprocessing
-import os
 import pickle
 import queue
 import select
@@ -61,6 +60,7 @@ from ..._errors import (
     describe_value,
     exit_description,
 )
+from ..._lazy import ProcessWide
 from ..._options import bounded_wait
 from . import messages as m
 from . import worker as worker_module
@@ -797,32 +797,20 @@ def _kill(worker: _Worker) -> None:
     worker.process.kill()
 
 
-_default: ProcessPool | None = None
-_default_lock = threading.Lock()
+def _new_default_pool() -> ProcessPool:
+    atexit.register(_shutdown_default)
+    return ProcessPool()
+
+
+_default: ProcessWide[ProcessPool] = ProcessWide(_new_default_pool)
 
 
 def default_pool() -> ProcessPool:
     """The process-wide pool, created on first use and shut down at exit."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = ProcessPool()
-            atexit.register(_shutdown_default)
-        return _default
+    return _default.get()
 
 
 def _shutdown_default() -> None:
-    global _default
-    with _default_lock:
-        pool, _default = _default, None
+    pool = _default.take()
     if pool is not None:
         pool.shutdown()
-
-
-def _forget_after_fork() -> None:
-    global _default, _default_lock
-    _default = None
-    _default_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)

@@ -1,0 +1,144 @@
+"""The async backend: a coroutine function's items run concurrently on one event loop.
+
+One process-wide event loop runs on a daemon thread (``laneway-async``), started on first
+use, so that the *sync* ``parallel_map``/``imap`` can run a coroutine function the way
+async code would: every item in flight at once (up to the run's ``workers``), instead of
+one ``asyncio.run`` per item on a pool thread.  The caller's side is the ordinary
+pipeline: each chunk becomes one task on the loop, whose items run together, and the
+chunk's outcomes reach the run's queue as one batch.
+
+``task_timeout`` cancels an overrunning item (``asyncio.wait_for``) and fails it with
+:class:`TaskTimeoutError`; closing the run (a failure with ``errors="raise"``, the call's
+``timeout``, Ctrl-C, leaving an ``imap`` early) cancels every item of it still running.
+A run started from a coroutine that itself runs on laneway's loop gets a loop of its own
+(the shared one is busy waiting for it), stopped when the run closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import Any
+
+from .._chunks import Batch, Chunk
+from .._errors import Failure, TaskTimeoutError
+from .._lazy import ProcessWide
+
+__all__ = ["AsyncRun", "EventLoopThread", "default_loop"]
+
+
+class EventLoopThread:
+    """An event loop running forever on a daemon thread of its own."""
+
+    def __init__(self, name: str = "laneway-async") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name=name)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    def owns_current_thread(self) -> bool:
+        """Whether the caller is this loop's own thread."""
+        return threading.current_thread() is self._thread
+
+    def stop(self) -> None:
+        """Stop the loop (what is scheduled on it is dropped) and let the thread end."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+_default: ProcessWide[EventLoopThread] = ProcessWide(EventLoopThread)
+
+
+def default_loop() -> EventLoopThread:
+    """The process-wide loop thread, started on first use."""
+    return _default.get()
+
+
+class AsyncRun:
+    """One run's items on the loop: chunks as tasks, at most ``workers`` items at once."""
+
+    def __init__(self, fn: Callable[[Any], Awaitable[Any]], sink: queue.SimpleQueue[Any],
+                 workers: int, task_timeout: float | None = None,
+                 name: str | None = None) -> None:
+        self._fn = fn
+        self._sink = sink
+        self._task_timeout = task_timeout
+        self._name = name or getattr(fn, "__qualname__", None) or repr(fn)
+        shared = default_loop()
+        # (called from a coroutine on the shared loop: that loop waits for this run, so
+        # this run needs a loop of its own)
+        self._private = EventLoopThread("laneway-async-nested") \
+            if shared.owns_current_thread() else None
+        self._loop = (self._private or shared).loop
+        self._limit = asyncio.Semaphore(workers)  # (binds to the loop at first use)
+        self._tasks: set[asyncio.Task[None]] = set()  # touched on the loop thread only
+        self._closed = False
+
+    def submit(self, chunk: Chunk) -> None:
+        """Start the chunk's items on the loop; one batch arrives when all have ended."""
+        self._loop.call_soon_threadsafe(self._start, chunk)
+
+    def close(self) -> None:
+        """Cancel every item of this run still running or not yet started."""
+        with contextlib.suppress(RuntimeError):  # a closed loop: nothing runs on it
+            self._loop.call_soon_threadsafe(self._cancel_all)
+
+    def check_deadlines(self) -> None:
+        """Per-item deadlines are kept on the loop (``asyncio.wait_for``)."""
+
+    # -- on the loop thread -------------------------------------------------------------
+
+    def _start(self, chunk: Chunk) -> None:
+        if self._closed:
+            return
+        task = self._loop.create_task(self._run_chunk(chunk))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancel_all(self) -> None:
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if self._private is not None:  # stopped once its cancelled tasks have ended
+            self._loop.create_task(self._stop_after(tasks))
+
+    async def _stop_after(self, tasks: list[asyncio.Task[None]]) -> None:
+        if tasks:
+            await asyncio.wait(tasks)
+        assert self._private is not None
+        self._private.stop()
+
+    async def _run_chunk(self, chunk: Chunk) -> None:
+        began = perf_counter()
+        outcomes = await asyncio.gather(*(self._one(chunk.start + k, item)
+                                          for k, item in enumerate(chunk.items)))
+        values = [value for value, _ in outcomes]
+        failures = {k: failure for k, (_, failure) in enumerate(outcomes)
+                    if failure is not None}
+        self._sink.put(Batch(chunk.id, chunk.start, len(values), perf_counter() - began,
+                             values, failures or None))
+
+    async def _one(self, index: int, item: Any) -> tuple[Any, Failure | None]:
+        async with self._limit:
+            try:
+                if self._task_timeout is None:
+                    return await self._fn(item), None
+                try:
+                    return await asyncio.wait_for(self._fn(item), self._task_timeout), None
+                except TimeoutError:
+                    return None, Failure(TaskTimeoutError(
+                        f"{self._name}(item #{index}) ran longer than "
+                        f"task_timeout={self._task_timeout}s and was cancelled",
+                        index=index, seconds=self._task_timeout))
+            except Exception as exc:
+                return None, Failure(exc)

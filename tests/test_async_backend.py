@@ -1,0 +1,169 @@
+"""The async backend: sync parallel_map/imap run a coroutine function's items together
+on laneway's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+
+import pytest
+
+import laneway
+from _support import DEADLOCK_TIMEOUT
+
+
+class Gate:
+    """Opens once ``expected`` coroutines are inside at the same time (on one loop)."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.inside = 0
+        self.most = 0
+        self.opened: asyncio.Event | None = None
+
+    async def enter(self) -> None:
+        if self.opened is None:
+            self.opened = asyncio.Event()
+        self.inside += 1
+        self.most = max(self.most, self.inside)
+        if self.inside >= self.expected:
+            self.opened.set()
+        try:
+            await asyncio.wait_for(self.opened.wait(), DEADLOCK_TIMEOUT)
+        finally:
+            self.inside -= 1
+
+
+def test_coroutines_are_all_in_flight_at_once_on_the_async_backend() -> None:
+    """With no hint and no backend, 300 coroutines run at the same time (a thread pool
+    of 64 could not open the gate) and the plan says so."""
+    gate = Gate(300)
+
+    async def meet(x: int) -> int:
+        await gate.enter()
+        return 2 * x
+
+    assert laneway.parallel_map(meet, range(300)) == [2 * x for x in range(300)]
+    plan = laneway.last_plan()
+    assert plan is not None and plan.backend == "async" and plan.kind == "async"
+    assert "event loop" in plan.reason and "coroutine function" in plan.reason
+
+
+def test_workers_limits_the_coroutines_in_flight() -> None:
+    """workers=3: never more than 3 items at once, and 3 do overlap."""
+    gate = Gate(3)
+
+    async def meet(x: int) -> int:
+        await gate.enter()
+        return x
+
+    assert laneway.parallel_map(meet, range(30), workers=3) == list(range(30))
+    assert gate.most == 3
+
+
+async def double_later(x: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+def test_imap_of_a_coroutine_function_is_lazy_and_ordered() -> None:
+    """imap over an endless input terminates; results in input order."""
+    got = list(itertools.islice(laneway.imap(double_later, itertools.count()), 50))
+    assert got == [2 * x for x in range(50)]
+    assert laneway.last_plan() is not None and laneway.last_plan().backend == "async"
+
+
+async def fail_on_three(x: int) -> int:
+    await asyncio.sleep(0)
+    if x == 3:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+def test_errors_return_and_raise() -> None:
+    """A coroutine's exception is its item's failure: in place, or raised as itself."""
+    got = laneway.parallel_map(fail_on_three, range(6), errors="return")
+    assert got[:3] == [0, 1, 2] and got[4:] == [4, 5] and isinstance(got[3], ValueError)
+    with pytest.raises(ValueError, match="bad item 3") as info:
+        laneway.parallel_map(fail_on_three, range(6))
+    assert any("item #3" in note for note in info.value.__notes__)
+
+
+def test_a_failure_cancels_the_coroutines_still_running() -> None:
+    """errors="raise": the other items, waiting forever, are cancelled."""
+    cancelled: list[int] = []
+    all_cancelled = threading.Event()
+    started = Gate(10)
+
+    async def wait_or_fail(x: int) -> int:
+        await started.enter()  # every item is running before item 0 fails
+        if x == 0:
+            raise KeyError("item zero failed")
+        try:
+            await asyncio.sleep(DEADLOCK_TIMEOUT)
+        except asyncio.CancelledError:
+            cancelled.append(x)
+            if len(cancelled) == 9:
+                all_cancelled.set()
+            raise
+        return x
+
+    with pytest.raises(KeyError, match="item zero failed"):
+        laneway.parallel_map(wait_or_fail, range(10))
+    assert all_cancelled.wait(DEADLOCK_TIMEOUT)
+    assert sorted(cancelled) == list(range(1, 10))
+
+
+def test_task_timeout_cancels_only_the_overrunning_item() -> None:
+    """task_timeout: the item that waits forever fails with TaskTimeoutError."""
+    forever = asyncio.Event  # (an event nobody sets)
+
+    async def maybe_hang(x: int) -> int:
+        if x == 2:
+            await forever().wait()
+        return x
+
+    got = laneway.parallel_map(maybe_hang, range(5), task_timeout=0.2, errors="return")
+    assert got[:2] == [0, 1] and got[3:] == [3, 4]
+    assert isinstance(got[2], laneway.TaskTimeoutError) and "task_timeout=0.2" in str(got[2])
+
+
+def test_timeout_bounds_the_whole_call() -> None:
+    """timeout=: TimeoutError for the call, and its items are cancelled."""
+    cancelled = threading.Event()
+
+    async def hang(x: int) -> int:
+        try:
+            await asyncio.sleep(DEADLOCK_TIMEOUT)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return x
+
+    with pytest.raises(TimeoutError, match="timeout=0.2"):
+        laneway.parallel_map(hang, range(3), timeout=0.2)
+    assert cancelled.wait(DEADLOCK_TIMEOUT)
+
+
+def test_async_backend_refuses_a_plain_function() -> None:
+    """backend="async" needs a coroutine function: a ValueError that names it."""
+    with pytest.raises(ValueError, match=r"async backend runs coroutine functions, but "
+                                         r"abs is not one"):
+        laneway.parallel_map(abs, [1, 2], backend="async")
+
+
+def test_a_coroutine_on_the_loop_can_run_its_own_parallel_map() -> None:
+    """A coroutine running on laneway's loop that calls the sync parallel_map of another
+    coroutine function gets a loop of its own for it: no deadlock."""
+
+    async def outer(x: int) -> list[int]:
+        return laneway.parallel_map(double_later, range(x))
+
+    assert laneway.parallel_map(outer, [2, 3]) == [[0, 2], [0, 2, 4]]
+
+
+def test_forced_other_backends_still_await_each_item() -> None:
+    """A coroutine function forced onto threads or processes is still awaited per item."""
+    assert laneway.parallel_map(double_later, [1, 2], backend="thread") == [2, 4]
+    assert laneway.parallel_map(double_later, [1, 2], backend="process") == [2, 4]
