@@ -167,3 +167,49 @@ def test_forced_other_backends_still_await_each_item() -> None:
     """A coroutine function forced onto threads or processes is still awaited per item."""
     assert laneway.parallel_map(double_later, [1, 2], backend="thread") == [2, 4]
     assert laneway.parallel_map(double_later, [1, 2], backend="process") == [2, 4]
+
+
+async def exits_on_one(x: int) -> int:
+    await asyncio.sleep(0)
+    if x == 1:
+        raise SystemExit("leaving")
+    if x == 2:
+        raise KeyboardInterrupt
+    return x
+
+
+def test_system_exit_in_a_coroutine_fails_only_its_item() -> None:
+    """SystemExit or KeyboardInterrupt raised by a coroutine fails its item; the shared
+    loop keeps running for later calls."""
+    got = laneway.parallel_map(exits_on_one, range(4), errors="return")
+    assert got[0] == 0 and got[3] == 3
+    assert isinstance(got[1], SystemExit) and isinstance(got[2], KeyboardInterrupt)
+    assert laneway.parallel_map(double_later, [1, 2]) == [2, 4]
+
+
+async def cancels_itself(x: int) -> int:
+    if x == 1:
+        raise asyncio.CancelledError
+    await asyncio.sleep(0)
+    return x
+
+
+def test_a_coroutine_that_cancels_itself_fails_only_its_item() -> None:
+    """A coroutine raising CancelledError on its own is its item's failure, not a hang."""
+    got = laneway.parallel_map(cancels_itself, range(3), errors="return", timeout=30)
+    assert got[0] == 0 and got[2] == 2
+    assert isinstance(got[1], laneway.LanewayError) and "cancelled from inside" in str(got[1])
+
+
+async def own_timeout(x: int) -> int:
+    await asyncio.sleep(0)
+    if x == 1:
+        raise TimeoutError("the service timed out")
+    return x
+
+
+def test_a_coroutines_own_timeout_error_is_not_a_task_timeout() -> None:
+    """With task_timeout, a TimeoutError the coroutine raises itself stays its own."""
+    got = laneway.parallel_map(own_timeout, range(3), task_timeout=30, errors="return")
+    assert got[0] == 0 and got[2] == 2
+    assert type(got[1]) is TimeoutError and "service timed out" in str(got[1])

@@ -25,7 +25,7 @@ from time import perf_counter
 from typing import Any
 
 from .._chunks import Batch, Chunk
-from .._errors import Failure, TaskTimeoutError
+from .._errors import Failure, LanewayError, TaskTimeoutError
 from .._lazy import ProcessWide
 
 __all__ = ["AsyncRun", "EventLoopThread", "default_loop"]
@@ -133,12 +133,24 @@ class AsyncRun:
             try:
                 if self._task_timeout is None:
                     return await self._fn(item), None
+                deadline = asyncio.timeout(self._task_timeout)
                 try:
-                    return await asyncio.wait_for(self._fn(item), self._task_timeout), None
+                    async with deadline:
+                        return await self._fn(item), None
                 except TimeoutError:
+                    if not deadline.expired():
+                        raise  # the coroutine's own TimeoutError: its failure
                     return None, Failure(TaskTimeoutError(
                         f"{self._name}(item #{index}) ran longer than "
                         f"task_timeout={self._task_timeout}s and was cancelled",
                         index=index, seconds=self._task_timeout))
-            except Exception as exc:
-                return None, Failure(exc)
+            except asyncio.CancelledError:
+                if self._closed:  # the run is being cancelled: let the task end
+                    raise
+                # the coroutine cancelled itself (or something it awaited was): that
+                # is this item's failure, not the end of the run
+                return None, Failure(LanewayError(
+                    f"{self._name}(item #{index}) was cancelled from inside the task "
+                    f"(asyncio.CancelledError)"))
+            except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the loop
+                return None, Failure(exc)  # is shared, so only this item fails
