@@ -53,6 +53,14 @@ def _laneway_processes() -> set[int]:
     return set(current.worker_pids()) if current is not None else set()
 
 
+def _is_dask_infrastructure(thread: threading.Thread) -> bool:
+    """Threads the distributed package keeps for the whole process once used (its
+    offload and callback executors, a worker's task threads, the IO loop of a client,
+    which it leaves running even when the client failed to connect)."""
+    name = thread.name
+    return name.startswith("Dask-") or name == "IO loop" or "-Dask-Default-Threads-" in name
+
+
 def _is_infrastructure(cmdline: str) -> bool:
     return "multiprocessing.forkserver" in cmdline or "multiprocessing.resource_tracker" in cmdline
 
@@ -65,7 +73,8 @@ def no_leaks() -> Iterator[None]:
     yield
     stray_threads = [t for t in threading.enumerate()
                      if t not in threads_before and t.is_alive()
-                     and not t.name.startswith("laneway-")]
+                     and not t.name.startswith("laneway-")
+                     and not _is_dask_infrastructure(t)]
     for thread in stray_threads:
         thread.join(DEADLOCK_TIMEOUT / 10)
     stray_threads = [t for t in stray_threads if t.is_alive()]

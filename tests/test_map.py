@@ -339,9 +339,11 @@ def test_bad_fn_and_iterable_are_refused() -> None:
         laneway.imap(square, 5)  # type: ignore[arg-type]
 
 
-def test_unavailable_backends_say_so() -> None:
-    """Backends of later versions are refused with a clear message, not silently."""
-    with pytest.raises(laneway.LanewayError, match="backend 'dask' is not available"):
+def test_dask_without_a_cluster_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """backend="dask" with no Dask client (or without the extra) is a clear LanewayError
+    before anything runs, not a silent fallback."""
+    monkeypatch.delenv("LANEWAY_DASK_ADDRESS", raising=False)
+    with pytest.raises(laneway.LanewayError, match="backend='dask' needs"):
         laneway.parallel_map(square, [1], backend="dask")
 
 

@@ -109,7 +109,9 @@ def parallel_map(fn: Callable[[T], Any], iterable: Iterable[T], *,
         fn: a callable taking one item (a coroutine function's results are awaited).
         iterable: the items; any iterable.
         kind: ``"cpu"``, ``"native"``, ``"io"`` or ``"async"``: overrides hints.
-        backend: ``"serial"``, ``"thread"`` or ``"process"``: forces a backend
+        backend: ``"serial"``, ``"thread"``, ``"process"``, ``"async"`` (coroutine
+            functions, on laneway's event loop) or ``"dask"`` (the current Dask
+            client, or ``LANEWAY_DASK_ADDRESS``): forces a backend
             (``LANEWAY_BACKEND`` does the same for the whole program).
         workers: most items running at once; None sizes the pool from the CPUs
             this process may use (:func:`laneway.available_cpus`).

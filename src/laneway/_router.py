@@ -92,8 +92,9 @@ def _cpus() -> int:
 class Plan:
     """Where and how one run executes, and why.
 
-    ``backend`` is one of ``"serial"``, ``"thread"``, ``"process"``; ``workers`` the
-    most items that run at once; ``chunksize`` the fixed chunk size, or None for
+    ``backend`` is one of ``"serial"``, ``"thread"``, ``"process"``, ``"async"``,
+    ``"dask"``; ``workers`` the most items that run at once (for Dask: the cluster's
+    threads); ``chunksize`` the fixed chunk size, or None for
     automatic batching; ``kind`` what the task is taken to be (None: unknown);
     ``reason`` one sentence a person can read.
     """
@@ -160,20 +161,24 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
         msg = (f"the async backend runs coroutine functions, but {name} is not one "
                f"({reason}); use backend='thread' for blocking I/O")
         raise ValueError(msg)
-    if backend == "dask":
-        from ._errors import LanewayError
-
-        msg = f"backend {backend!r} is not available in this version of laneway yet"
-        raise LanewayError(msg)
+    if backend == "dask" and options.task_timeout is not None:
+        msg = (f"task_timeout is not supported on the dask backend (Dask cannot stop a "
+               f"task that is running), but {reason}; use the 'process' backend for "
+               f"per-item timeouts")
+        raise ValueError(msg)
     if backend == "serial" and options.task_timeout is not None:
         if forced is not None:
             msg = (f"task_timeout needs the 'thread' or 'process' backend (a serial item "
                    f"runs in the caller and cannot be interrupted), but {reason}")
             raise ValueError(msg)
         backend, reason = "thread", f"{reason}; but task_timeout needs a pool, so threads"
-    if options.workers is not None or workers is None or backend != "thread":
+    if backend == "dask":  # the cluster's size, not this machine's
+        from ._backends.dask_run import cluster_threads, current_client
+
+        workers = options.workers or cluster_threads(current_client())
+    elif options.workers is not None or workers is None or backend != "thread":
         workers = _workers(backend, kind, options.workers, cpus, total)
-    if options.workers is None and backend != "async":  # (coroutines are not a pool)
+    if options.workers is None and backend not in ("async", "dask"):  # (not our pools)
         workers = min(workers, _env_max_workers() or workers)
     return Plan(backend, workers, options.chunksize, kind, reason + ".")
 

@@ -228,6 +228,10 @@ class Run:
 
             return default_pool().open_run(self.fn, self._sink, workers,
                                            self.options.task_timeout)
+        if backend == "dask":
+            from ._backends.dask_run import DaskRun, current_client
+
+            return DaskRun(self.fn, self._sink, current_client(), self.fn_name)
         if backend == "async":
             from ._backends.aio import AsyncRun
             from ._hints import coroutine_of
