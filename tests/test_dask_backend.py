@@ -18,7 +18,7 @@ dask = pytest.importorskip("dask")
 def cluster() -> Iterator[Any]:
     """An in-process cluster of one worker with two threads, for the whole module."""
     with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=2,
-                                  dashboard_address=None) as local:
+                                  dashboard_address=":0") as local:  # (any free port)
         yield local
 
 
