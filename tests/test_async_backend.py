@@ -213,3 +213,58 @@ def test_a_coroutines_own_timeout_error_is_not_a_task_timeout() -> None:
     got = laneway.parallel_map(own_timeout, range(3), task_timeout=30, errors="return")
     assert got[0] == 0 and got[2] == 2
     assert type(got[1]) is TimeoutError and "service timed out" in str(got[1])
+
+
+async def leaf(x: int) -> int:
+    await asyncio.sleep(0)
+    return x
+
+
+async def middle(x: int) -> int:
+    return sum(laneway.parallel_map(leaf, range(x)))
+
+
+async def top(x: int) -> int:
+    return sum(laneway.parallel_map(middle, range(x)))
+
+
+def test_sync_calls_nested_two_levels_deep_in_coroutines() -> None:
+    """A coroutine on a laneway loop (shared or private) that makes a sync call gets a
+    loop of its own for it, at any depth: no deadlock, and no loop thread left over."""
+    assert laneway.parallel_map(top, [3, 4]) == [1, 4]
+    assert not [t for t in threading.enumerate() if t.name == "laneway-async-nested"
+                and not t.join(DEADLOCK_TIMEOUT) and t.is_alive()]
+
+
+async def makes_an_imap_and_drops_it(x: int) -> int:
+    iterator = laneway.imap(leaf, range(3))  # never iterated
+    del iterator
+    return x
+
+
+def test_a_nested_imap_never_iterated_starts_no_loop() -> None:
+    """The private loop of a nested run starts with its first chunk: an imap dropped
+    before its first next() leaves no thread behind."""
+    before = {t for t in threading.enumerate() if t.name == "laneway-async-nested"}
+    assert laneway.parallel_map(makes_an_imap_and_drops_it, range(5)) == list(range(5))
+    after = {t for t in threading.enumerate() if t.name == "laneway-async-nested"}
+    assert after <= before
+
+
+def test_env_async_applies_to_coroutine_functions_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """LANEWAY_BACKEND=async forces coroutine functions onto the loop; a plain function
+    is routed as if the variable were unset (not refused)."""
+    monkeypatch.setenv("LANEWAY_BACKEND", "async")
+    assert laneway.parallel_map(double_later, [1, 2], kind="cpu") == [2, 4]
+    plan = laneway.last_plan()
+    assert plan is not None and plan.backend == "async" and "LANEWAY_BACKEND" in plan.reason
+    assert laneway.parallel_map(abs, [-1, -2]) == [1, 2]
+    plan = laneway.last_plan()
+    assert plan is not None and plan.backend != "async"
+
+
+def test_amap_keeps_a_coroutines_own_timeout_error() -> None:
+    """amap with task_timeout: a TimeoutError the coroutine raises itself stays its own."""
+    got = asyncio.run(laneway.amap(own_timeout, range(3), task_timeout=30, errors="return"))
+    assert got[0] == 0 and got[2] == 2 and type(got[1]) is TimeoutError

@@ -129,9 +129,13 @@ async def _map_on_loop(fn: Callable[[Any], Awaitable[Any]], iterable: Iterable[A
         try:
             if options.task_timeout is None:
                 return index, await fn(item), None
+            deadline = asyncio.timeout(options.task_timeout)
             try:
-                return index, await asyncio.wait_for(fn(item), options.task_timeout), None
+                async with deadline:
+                    return index, await fn(item), None
             except TimeoutError:
+                if not deadline.expired():
+                    raise  # the coroutine's own TimeoutError: its failure
                 raise TaskTimeoutError(
                     f"{name}(item #{index}) ran longer than "
                     f"task_timeout={options.task_timeout}s and was cancelled",

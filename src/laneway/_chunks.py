@@ -21,7 +21,7 @@ from typing import Any
 from ._errors import Failure, RemoteTaskError
 
 __all__ = ["Batch", "Chunk", "ChunkSizer", "Emit", "ItemRunner", "call_each", "capture",
-           "decode_failure", "encode_failure"]
+           "decode_failure", "encode_failure", "item_error", "stop_iteration_error"]
 
 FLUSH_INTERVAL_S = 0.002
 """A running chunk reports its finished outcomes at least this often.  Shorter means a
@@ -193,21 +193,59 @@ def call_each(fn: Callable[[Any], Any], items: Iterable[Any], values: list[Any],
 
     An item that raises ``catch`` gets ``None`` in ``values`` and its failure in
     ``failures`` under its position in ``values``; the items before it keep their results
-    and the loop goes on after it.  Returns ``failures`` (created if needed).  ``items``
-    may be an iterator, but one that cannot raise itself (a list's, a slice of one):
-    its own error would pass for an item's failure.
+    and the loop goes on after it.  Returns ``failures`` (created if needed).
+
+    ``list.extend(map(...))`` takes a ``StopIteration`` raised by ``fn`` for the end of
+    the items.  With a list or tuple the count tells the two apart: the item that raised
+    it gets a ``RuntimeError`` (as a generator's would, PEP 479) and the loop goes on.
+    ``items`` may also be an iterator that cannot raise itself (a list's, a slice of
+    one); the caller then checks how many it took (see ``Run._inline``).
     """
-    remaining = iter(items)
+    if not isinstance(items, (list, tuple)):
+        remaining = iter(items)
+        while True:
+            try:
+                values.extend(map(fn, remaining))
+            except catch as exc:  # what ran before it was kept by extend; map took the item
+                if failures is None:
+                    failures = {}
+                failures[len(values)] = capture(exc)
+                values.append(None)
+            else:
+                return failures
+    start, total = len(values), len(items)
     while True:
-        try:
-            values.extend(map(fn, remaining))
-        except catch as exc:  # what ran before it was kept by extend; map took the item
-            if failures is None:
-                failures = {}
-            failures[len(values)] = capture(exc)
-            values.append(None)
-        else:
+        done = len(values) - start
+        if done >= total:
             return failures
+        try:
+            values.extend(map(fn, items[done:] if done else items))
+            if len(values) - start >= total:
+                return failures
+            error: BaseException = stop_iteration_error(fn)  # map ended early: see above
+        except catch as exc:
+            error = exc
+        if failures is None:
+            failures = {}
+        failures[len(values)] = capture(error)
+        values.append(None)
+
+
+def stop_iteration_error(fn: Callable[[Any], Any]) -> RuntimeError:
+    """What an item whose call raised ``StopIteration`` fails with."""
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    return RuntimeError(f"{name} raised StopIteration (a next() without a default?); "
+                        f"it would have ended the loop over the items")
+
+
+def item_error(fn: Callable[[Any], Any], exc: BaseException) -> BaseException:
+    """``exc`` as the failure of an item of ``fn`` called one by one: the same as in
+    :func:`call_each`'s loop (a ``StopIteration`` is a ``RuntimeError`` there)."""
+    if isinstance(exc, StopIteration):
+        error = stop_iteration_error(fn)
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 def capture(exc: BaseException, remote: bool) -> Failure:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ._chunks import call_each
+from ._chunks import call_each, item_error
 from ._errors import Failure
 from ._options import bounded_wait
 
@@ -187,7 +187,7 @@ class FirstCall:
         try:
             self.value = self._call(self.item)
         except BaseException as exc:  # delivered as the item's failure
-            self.failure = Failure(exc)
+            self.failure = Failure(item_error(self._call, exc))
         self.wall_s = self._clock() - self._began
         self.cpu_s = work_clock() - cpu_began
         with self._lock:
@@ -372,7 +372,7 @@ def measure_calls(
                 except Exception as exc:
                     if failures is None:
                         failures = {}
-                    failures[len(values)] = Failure(exc)
+                    failures[len(values)] = Failure(item_error(call, exc))
                     values.append(None)
                 else:
                     values.append(result)
@@ -441,11 +441,10 @@ _measured_lock = threading.Lock()
 
 def needs_measuring(fn: Callable[..., Any], options: Any) -> bool:
     """True when nothing decides the backend: no backend, no kind, no hint, not async."""
-    from ._options import env_backend
-    from ._router import task_kind
+    from ._router import forced_backend, task_kind
 
-    return options.backend is None and options.task_timeout is None \
-        and env_backend() is None and task_kind(fn, options)[0] is None
+    return options.task_timeout is None and forced_backend(fn, options) is None \
+        and task_kind(fn, options)[0] is None
 
 
 def cached_measurement(fn: Callable[..., Any]) -> Measurement | None:

@@ -106,6 +106,19 @@ class Plan:
     reason: str
 
 
+def forced_backend(fn: Callable[..., Any], options: RunOptions) -> BackendName | None:
+    """The backend ``backend=`` or ``LANEWAY_BACKEND`` forces for ``fn``, if any.
+
+    ``LANEWAY_BACKEND=async`` forces coroutine functions only: a plain function cannot
+    run on an event loop, and a program-wide switch must not break every other call."""
+    if options.backend is not None:
+        return options.backend
+    env = env_backend()
+    if env == "async" and coroutine_of(fn) is None:
+        return None
+    return env
+
+
 def task_kind(fn: Callable[..., Any], options: RunOptions) -> tuple[Kind | None, str]:
     """The kind of ``fn`` and where that knowledge came from."""
     if options.kind is not None:
@@ -126,7 +139,7 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
     kind is given or hinted; ``total`` then counts the items still to run.
     """
     kind, known = task_kind(fn, options)
-    forced = options.backend or env_backend()
+    forced = forced_backend(fn, options)
     cpus = _cpus()
     workers: int | None = None
     if forced is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 import queue
 import threading
 import time
@@ -24,7 +25,7 @@ from dataclasses import replace
 from time import perf_counter
 from typing import Any, Protocol
 
-from ._chunks import Batch, Chunk, ChunkSizer, call_each
+from ._chunks import Batch, Chunk, ChunkSizer, call_each, stop_iteration_error
 from ._errors import Failure
 from ._options import RunOptions, bounded_wait
 from ._profile import (
@@ -386,24 +387,41 @@ class Run:
             while True:
                 if deadline is not None and time.monotonic() >= deadline:
                     msg = (f"{self.fn_name} did not finish within "
-                           f"timeout={options.timeout}s: {len(into)} items were delivered; "
-                           f"the rest were cancelled")
+                           f"timeout={options.timeout}s: {len(into)} items had run "
+                           f"(serially); the rest were not started")
                     raise TimeoutError(msg)
                 size = min(sizer.next_size(), INLINE_CHUNK_MAX)
-                chunk_items = itertools.islice(self._items, size)
-                if not self._plain_items:  # its errors are the input's, not an item's
-                    chunk_items = list(chunk_items)  # type: ignore[assignment]
                 before, began = len(into), perf_counter()
-                failures = call_each(self.fn, chunk_items, into)
+                if self._plain_items:
+                    self._run_plain(size, into)
+                else:  # a copy first: the input's own errors are not an item's
+                    chunk_items = list(itertools.islice(self._items, size))
+                    self._settle(into, call_each(self.fn, chunk_items, into))
                 if len(into) == before:
                     return
                 sizer.observe(len(into) - before, perf_counter() - began)
-                self._settle(into, failures)
                 report(len(into))
         finally:
             report(None)
             if self._measurement is not None and len(into) > start:
                 check_drift(self.fn, self._measurement, sizer.per_item_s)
+
+    def _run_plain(self, size: int, into: list[Any]) -> None:
+        """Up to ``size`` items of a list, tuple or range, called straight from its
+        iterator into ``into``.  Its length hint says how many were taken: one taken but
+        without a result was an item whose call raised ``StopIteration`` (which ends
+        ``map`` like the end of the items): it fails, and the rest of the chunk runs."""
+        items = self._items
+        while size > 0:
+            left, before = operator.length_hint(items), len(into)
+            self._settle(into, call_each(self.fn, itertools.islice(items, size), into))
+            taken = left - operator.length_hint(items)
+            if taken > len(into) - before:
+                into.append(None)
+                self._settle(into, {len(into) - 1: Failure(stop_iteration_error(self.fn))})
+            if taken == 0:
+                return
+            size -= taken
 
     def _settle(self, into: list[Any], failures: dict[int, Failure] | None) -> None:
         """Put the failures (keyed by their positions in ``into``) in their places, or

@@ -28,7 +28,7 @@ from .._chunks import Batch, Chunk
 from .._errors import Failure, LanewayError, TaskTimeoutError
 from .._lazy import ProcessWide
 
-__all__ = ["AsyncRun", "EventLoopThread", "default_loop"]
+__all__ = ["AsyncRun", "EventLoopThread", "default_loop", "on_a_laneway_loop"]
 
 
 class EventLoopThread:
@@ -41,26 +41,39 @@ class EventLoopThread:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
+        _this_thread.runs_a_laneway_loop = True
         try:
             self.loop.run_forever()
         finally:
             self.loop.close()
 
-    def owns_current_thread(self) -> bool:
-        """Whether the caller is this loop's own thread."""
-        return threading.current_thread() is self._thread
+    def is_alive(self) -> bool:
+        """Whether the loop's thread still runs."""
+        return self._thread.is_alive()
 
     def stop(self) -> None:
         """Stop the loop (what is scheduled on it is dropped) and let the thread end."""
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
+_this_thread = threading.local()
+
 _default: ProcessWide[EventLoopThread] = ProcessWide(EventLoopThread)
 
 
 def default_loop() -> EventLoopThread:
-    """The process-wide loop thread, started on first use."""
-    return _default.get()
+    """The process-wide loop thread, started on first use (and again if it ended)."""
+    current = _default.get()
+    if not current.is_alive():
+        _default.take()
+        current = _default.get()
+    return current
+
+
+def on_a_laneway_loop() -> bool:
+    """Whether the calling thread runs one of laneway's event loops (a coroutine on it
+    is making a sync call: that loop cannot serve the call while it waits for it)."""
+    return getattr(_this_thread, "runs_a_laneway_loop", False)
 
 
 class AsyncRun:
@@ -73,15 +86,21 @@ class AsyncRun:
         self._sink = sink
         self._task_timeout = task_timeout
         self._name = name or getattr(fn, "__qualname__", None) or repr(fn)
-        shared = default_loop()
-        # (called from a coroutine on the shared loop: that loop waits for this run, so
-        # this run needs a loop of its own)
-        self._private = EventLoopThread("laneway-async-nested") \
-            if shared.owns_current_thread() else None
-        self._loop = (self._private or shared).loop
+        # (called from a coroutine on a laneway loop: that loop waits for this run, so this
+        # run gets a loop of its own, started at its first chunk)
+        self._private: EventLoopThread | None = None
+        self._shared = None if on_a_laneway_loop() else default_loop()
         self._limit = asyncio.Semaphore(workers)  # (binds to the loop at first use)
         self._tasks: set[asyncio.Task[None]] = set()  # touched on the loop thread only
         self._closed = False
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self._shared is not None:
+            return self._shared.loop
+        if self._private is None:
+            self._private = EventLoopThread("laneway-async-nested")
+        return self._private.loop
 
     def submit(self, chunk: Chunk) -> None:
         """Start the chunk's items on the loop; one batch arrives when all have ended."""
@@ -89,6 +108,9 @@ class AsyncRun:
 
     def close(self) -> None:
         """Cancel every item of this run still running or not yet started."""
+        if self._shared is None and self._private is None:
+            self._closed = True  # nothing was started: no loop to stop
+            return
         with contextlib.suppress(RuntimeError):  # a closed loop: nothing runs on it
             self._loop.call_soon_threadsafe(self._cancel_all)
 

@@ -23,7 +23,7 @@ from typing import Any
 import cloudpickle  # functions arrive cloudpickled: the fork server preloads it once
 
 from ... import _context
-from ..._chunks import Emit, ItemRunner, capture, encode_failure
+from ..._chunks import Emit, ItemRunner, capture, encode_failure, item_error
 from ..._errors import Failure, RemoteTaskError
 from . import messages as m
 from .shared_slots import SharedSlots
@@ -189,7 +189,7 @@ def _run_timed(fn: Callable[[Any], Any], items: list[Any], emit: Emit,
                 value = None
                 if failures is None:
                     failures = {}
-                failures[len(values)] = capture(exc, remote=True)
+                failures[len(values)] = capture(item_error(fn, exc), remote=True)
             values.append(value)
             running = 0
             now = perf_counter()
