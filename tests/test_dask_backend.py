@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -104,3 +106,71 @@ def test_missing_extra_says_which(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(laneway.LanewayError, match=r"laneway\[dask\]"):
         laneway.parallel_map(square, [1], backend="dask")
+
+
+def test_chunks_grow_from_the_time_items_take_on_the_workers(client: Any) -> None:
+    """Chunk sizes come from the items' own time on the workers, not the scheduler's
+    round trip: 20,000 trivial items go out as a few dozen tasks, not thousands."""
+    sent: list[int] = []
+    real_submit = client.submit
+
+    def counting_submit(*args: Any, **kwargs: Any) -> Any:
+        sent.append(len(args[2]))
+        return real_submit(*args, **kwargs)
+
+    client.submit = counting_submit
+    try:
+        assert laneway.parallel_map(square, range(20_000), backend="dask") == \
+            [x * x for x in range(20_000)]
+    finally:
+        del client.submit
+    assert sum(sent) == 20_000 and len(sent) < 200
+
+
+_running: list[int] = []
+_most = [0]
+_running_lock = threading.Lock()
+
+
+def sleepy_mark(x: int) -> int:
+    with _running_lock:
+        _running.append(1)
+        _most[0] = max(_most[0], len(_running))
+    time.sleep(0.05)  # task work, overlapping with other tasks if they were sent
+    with _running_lock:
+        _running.pop()
+    return x
+
+
+def test_workers_limits_the_tasks_on_the_cluster(client: Any) -> None:
+    """workers=1: one chunk on the cluster at a time, though it has two threads."""
+    _most[0] = 0
+    assert laneway.parallel_map(sleepy_mark, range(6), backend="dask", workers=1,
+                                chunksize=1) == list(range(6))
+    assert _most[0] == 1
+
+
+def exits_on_two(x: int) -> int:
+    if x == 2:
+        raise SystemExit("leaving")
+    return x
+
+
+def test_system_exit_in_an_item_fails_only_that_item(client: Any) -> None:
+    """SystemExit from an item does not take the Dask worker down: its item fails."""
+    got = laneway.parallel_map(exits_on_two, range(4), backend="dask", errors="return")
+    assert got[:2] == [0, 1] and got[3] == 3 and isinstance(got[2], SystemExit)
+
+
+class Unpicklable:
+    def __reduce__(self) -> Any:
+        raise TypeError("refuses to be pickled")
+
+
+def test_items_that_cannot_be_sent_fail_as_items(client: Any) -> None:
+    """A chunk Dask cannot send fails its items (errors="return"), not the whole call."""
+    items = [1, Unpicklable(), 3]
+    got = laneway.parallel_map(lambda x: x, items, backend="dask", chunksize=1,
+                               errors="return")
+    assert got[0] == 1 and got[2] == 3
+    assert isinstance(got[1], laneway.LanewayError) and "could not be sent" in str(got[1])

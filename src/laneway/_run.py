@@ -232,7 +232,7 @@ class Run:
         if backend == "dask":
             from ._backends.dask_run import DaskRun, current_client
 
-            return DaskRun(self.fn, self._sink, current_client(), self.fn_name)
+            return DaskRun(self.fn, self._sink, current_client(), self.fn_name, workers)
         if backend == "async":
             from ._backends.aio import AsyncRun
             from ._hints import coroutine_of
@@ -366,7 +366,7 @@ class Run:
             report(None)
             if self._measurement is not None:
                 check_drift(self.fn, self._measurement, sizer.per_item_s)
-            if plan.backend != "serial":
+            if plan.backend not in ("serial", "dask"):  # (a cluster's pace is not ours)
                 remember_pace(self.fn, sizer.per_item_s)
 
     def _inline(self, into: list[Any], deadline: float | None,

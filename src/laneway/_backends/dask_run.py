@@ -19,6 +19,7 @@ import os
 import queue
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -72,65 +73,106 @@ def cluster_threads(client: Any) -> int:
 
 
 def run_chunk(fn: Callable[[Any], Any], items: list[Any],
-              ) -> tuple[list[Any], dict[int, Failure] | None]:
-    """What a Dask worker runs for one chunk: every item, failures kept per item."""
+              ) -> tuple[list[Any], dict[int, Failure] | None, float]:
+    """What a Dask worker runs for one chunk: every item, failures kept per item (any
+    exception, ``SystemExit`` too: it must not take the worker down), and the seconds
+    the items took there (the chunk sizer's figure, without the scheduler's trip)."""
+    began = perf_counter()
     values: list[Any] = []
-    failures = call_each(fn, items, values, capture=lambda exc: capture(exc, True))
-    return values, failures
+    failures = call_each(fn, items, values, catch=BaseException,
+                         capture=lambda exc: capture(exc, True))
+    return values, failures, perf_counter() - began
 
 
 _run_names = itertools.count()
 
 
 class DaskRun:
-    """One run's chunks as Dask tasks; each done task's outcomes go to the run's queue."""
+    """One run's chunks as Dask tasks, at most ``workers`` of them on the cluster at
+    once (the others wait here); each done task's outcomes go to the run's queue."""
 
     def __init__(self, fn: Callable[[Any], Any], sink: queue.SimpleQueue[Any],
-                 client: Any, name: str) -> None:
+                 client: Any, name: str, workers: int) -> None:
         self._fn = fn
         self._sink = sink
         self._client = client
+        self._workers = workers
         self._prefix = f"laneway-{name}-{uuid.uuid4().hex[:8]}-{next(_run_names)}"
         self._lock = threading.Lock()
         self._pending: dict[int, Any] = {}  # chunk id -> its future, until it is done
+        self._waiting: deque[Chunk] = deque()  # chunks not sent yet: workers are busy
         self._closed = False
 
     def submit(self, chunk: Chunk) -> None:
-        """Send the chunk to the cluster as one task."""
-        began = perf_counter()
-        future = self._client.submit(run_chunk, self._fn, chunk.items, pure=False,
-                                     key=f"{self._prefix}-{chunk.id}")
+        """Send the chunk to the cluster as one task (or keep it until a task ends)."""
         with self._lock:
             if self._closed:
+                return
+            if len(self._pending) >= self._workers:
+                self._waiting.append(chunk)
+                return
+            self._pending[chunk.id] = None  # (its slot, taken before the send)
+        self._send(chunk)
+
+    def _send(self, chunk: Chunk) -> None:
+        try:
+            future = self._client.submit(run_chunk, self._fn, chunk.items, pure=False,
+                                         key=f"{self._prefix}-{chunk.id}")
+        except Exception as exc:  # the items could not be sent (pickling, say)
+            self._fail_chunk(chunk, LanewayError,
+                             f"could not be sent to the Dask cluster "
+                             f"({type(exc).__name__}: {exc})")
+            self._next()
+            return
+        with self._lock:
+            if self._closed or chunk.id not in self._pending:
                 future.cancel()
                 return
             self._pending[chunk.id] = future
-        future.add_done_callback(lambda done: self._done(chunk, done, began))
+        future.add_done_callback(lambda done: self._done(chunk, done))
 
     def close(self) -> None:
         """Cancel the tasks of this run that are not done (running ones finish on their
-        own; their results are dropped)."""
+        own; their results are dropped), and forget the chunks not sent."""
         with self._lock:
             self._closed = True
-            futures = list(self._pending.values())
+            futures = [f for f in self._pending.values() if f is not None]
             self._pending.clear()
+            self._waiting.clear()
         if futures:
             self._client.cancel(futures)
 
     def check_deadlines(self) -> None:
         """No per-item deadlines: ``task_timeout`` is refused for Dask."""
 
-    def _done(self, chunk: Chunk, future: Any, began: float) -> None:
+    def _done(self, chunk: Chunk, future: Any) -> None:
         with self._lock:
             if self._pending.pop(chunk.id, None) is None:  # closed meanwhile
                 return
-        count = len(chunk.items)
         try:
-            values, failures = future.result()
+            values, failures, busy = future.result()
         except Exception as exc:  # the task itself was lost (not an item's error)
-            lost = WorkerCrashedError(
-                f"the Dask task running items #{chunk.start}-#{chunk.start + count - 1} "
-                f"was lost ({type(exc).__name__}: {exc})")
-            values, failures = [None] * count, {k: Failure(lost) for k in range(count)}
-        self._sink.put(Batch(chunk.id, chunk.start, len(values), perf_counter() - began,
-                             values, failures))
+            self._fail_chunk(chunk, WorkerCrashedError,
+                             f"was in a Dask task that was lost ({type(exc).__name__}: "
+                             f"{exc}); Dask may have run it more than once first")
+        else:
+            self._sink.put(Batch(chunk.id, chunk.start, len(values), busy, values,
+                                 failures))
+        self._next()
+
+    def _next(self) -> None:
+        with self._lock:
+            if self._closed or not self._waiting:
+                return
+            chunk = self._waiting.popleft()
+            self._pending[chunk.id] = None
+        self._send(chunk)
+
+    def _fail_chunk(self, chunk: Chunk, kind: type[LanewayError], what: str) -> None:
+        """Every item of ``chunk`` fails with its own ``kind`` error."""
+        with self._lock:
+            self._pending.pop(chunk.id, None)
+        count = len(chunk.items)
+        failures = {k: Failure(kind(f"item #{chunk.start + k} {what}"))
+                    for k in range(count)}
+        self._sink.put(Batch(chunk.id, chunk.start, count, 0.0, [None] * count, failures))
