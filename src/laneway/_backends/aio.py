@@ -7,7 +7,7 @@ one ``asyncio.run`` per item on a pool thread.  The caller's side is the ordinar
 pipeline: each chunk becomes one task on the loop, whose items run together, and the
 chunk's outcomes reach the run's queue as one batch.
 
-``task_timeout`` cancels an overrunning item (``asyncio.wait_for``) and fails it with
+``task_timeout`` cancels an overrunning item (``asyncio.timeout``) and fails it with
 :class:`TaskTimeoutError`; closing the run (a failure with ``errors="raise"``, the call's
 ``timeout``, Ctrl-C, leaving an ``imap`` early) cancels every item of it still running.
 A run started from a coroutine that itself runs on laneway's loop gets a loop of its own
@@ -115,7 +115,7 @@ class AsyncRun:
             self._loop.call_soon_threadsafe(self._cancel_all)
 
     def check_deadlines(self) -> None:
-        """Per-item deadlines are kept on the loop (``asyncio.wait_for``)."""
+        """Per-item deadlines are kept on the loop (``asyncio.timeout``)."""
 
     # -- on the loop thread -------------------------------------------------------------
 
