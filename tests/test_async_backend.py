@@ -268,3 +268,18 @@ def test_amap_keeps_a_coroutines_own_timeout_error() -> None:
     """amap with task_timeout: a TimeoutError the coroutine raises itself stays its own."""
     got = asyncio.run(laneway.amap(own_timeout, range(3), task_timeout=30, errors="return"))
     assert got[0] == 0 and got[2] == 2 and type(got[1]) is TimeoutError
+
+
+def sums_leaves(x: int) -> int:
+    return sum(laneway.parallel_map(leaf, range(3)))
+
+
+async def through_a_thread(x: int) -> int:
+    return sum(laneway.parallel_map(sums_leaves, range(2), backend="thread"))
+
+
+def test_a_coroutine_whose_sync_call_runs_async_work_on_pool_threads() -> None:
+    """A coroutine on the shared loop makes a thread-backend call whose items start
+    async runs on pool threads: those get loops of their own while the shared one is
+    blocked (no deadlock)."""
+    assert laneway.parallel_map(through_a_thread, range(2)) == [6, 6]

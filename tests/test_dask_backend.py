@@ -174,3 +174,25 @@ def test_items_that_cannot_be_sent_fail_as_items(client: Any) -> None:
                                errors="return")
     assert got[0] == 1 and got[2] == 3
     assert isinstance(got[1], laneway.LanewayError) and "could not be sent" in str(got[1])
+
+
+class Locked(Exception):
+    def __init__(self, x: int) -> None:
+        super().__init__(f"locked {x}")
+        self.lock = threading.Lock()  # cannot be pickled
+
+
+def unsendable_outcomes(x: int) -> Any:
+    if x == 1:
+        raise Locked(x)
+    if x == 2:
+        return threading.Lock()
+    return x
+
+
+def test_an_unpicklable_result_or_exception_fails_only_its_item(client: Any) -> None:
+    """As on the process backend: the other items of the chunk keep their results."""
+    got = laneway.parallel_map(unsendable_outcomes, range(4), backend="dask", chunksize=4,
+                               errors="return")
+    assert got[0] == 0 and got[3] == 3
+    assert "locked 1" in str(got[1]) and "cannot be pickled" in str(got[2])

@@ -15,7 +15,8 @@ import pytest
 
 import laneway
 from _support import DEADLOCK_TIMEOUT
-from laneway import _context
+from laneway import _context, _run
+from laneway._chunks import ChunkSizer
 
 BACKENDS = ["serial", "thread", "process"]
 
@@ -102,7 +103,10 @@ def test_imap_pulls_only_what_the_window_allows() -> None:
     results = laneway.imap(square, source(), backend="thread", workers=2)
     assert next(results) == 0
     results.close()  # type: ignore[attr-defined]
-    assert next(pulled) < 10_000
+    # at most the reorder bound of chunks, each at most the cap for an unsized input
+    # (chunks are that big once square's pace is known from earlier calls)
+    window = _run.WINDOW_PER_WORKER * 2
+    assert next(pulled) <= (_run.REORDER_SLACK * window + window) * ChunkSizer.UNSIZED_CAP
 
 
 @pytest.mark.parametrize("backend", ["thread", "process"])
@@ -458,3 +462,21 @@ def test_stop_iteration_under_task_timeout_fails_only_its_item(backend: str) -> 
                                task_timeout=60, errors="return")
     assert got[0] == 0 and got[2:] == [20, 30]
     assert isinstance(got[1], RuntimeError) and "raised StopIteration" in str(got[1])
+
+
+def test_serial_run_over_a_list_the_task_appends_to() -> None:
+    """A task that appends to the list it is mapped over (a growing work list) and one
+    that raises StopIteration: no result is lost or shifted (the list's chunks are
+    copied, as its length can change under the run)."""
+    work = list(range(6))
+
+    def grow(x: int) -> int:
+        if x == 0:
+            work.append(99)
+        if x == 2:
+            raise StopIteration
+        return x
+
+    got = laneway.parallel_map(grow, work, backend="serial", errors="return")
+    assert got[:2] == [0, 1] and got[3:] == [3, 4, 5, 99]
+    assert isinstance(got[2], RuntimeError)

@@ -21,7 +21,8 @@ from typing import Any
 from ._errors import Failure, RemoteTaskError
 
 __all__ = ["Batch", "Chunk", "ChunkSizer", "Emit", "ItemRunner", "call_each", "capture",
-           "decode_failure", "encode_failure", "item_error", "stop_iteration_error"]
+           "decode_failure", "encode_failure", "encode_outcomes", "item_error",
+           "stop_iteration_error"]
 
 FLUSH_INTERVAL_S = 0.002
 """A running chunk reports its finished outcomes at least this often.  Shorter means a
@@ -201,34 +202,65 @@ def call_each(fn: Callable[[Any], Any], items: Iterable[Any], values: list[Any],
     ``items`` may also be an iterator that cannot raise itself (a list's, a slice of
     one); the caller then checks how many it took (see ``Run._inline``).
     """
-    if not isinstance(items, (list, tuple)):
-        remaining = iter(items)
-        while True:
-            try:
-                values.extend(map(fn, remaining))
-            except catch as exc:  # what ran before it was kept by extend; map took the item
-                if failures is None:
-                    failures = {}
-                failures[len(values)] = capture(exc)
-                values.append(None)
-            else:
-                return failures
-    start, total = len(values), len(items)
+    counted = isinstance(items, (list, tuple))
+    total = len(items) if counted else 0  # type: ignore[arg-type]
+    start = len(values)
+    remaining = iter(items)
     while True:
-        done = len(values) - start
-        if done >= total:
-            return failures
         try:
-            values.extend(map(fn, items[done:] if done else items))
-            if len(values) - start >= total:
+            values.extend(map(fn, remaining))
+            if not counted or len(values) - start >= total:
                 return failures
             error: BaseException = stop_iteration_error(fn)  # map ended early: see above
-        except catch as exc:
+        except catch as exc:  # what ran before it was kept by extend; map took the item
             error = exc
         if failures is None:
             failures = {}
         failures[len(values)] = capture(error)
         values.append(None)
+
+
+def encode_outcomes(values: list[Any], failures: dict[int, Failure] | None) -> bytes:
+    """A chunk's outcomes as bytes for the trip back from another process (a process
+    worker's or a Dask worker's), read by :meth:`Batch.decode`.  A result that neither
+    pickle nor cloudpickle can send fails its own item; the others travel."""
+    blobs = {k: encode_failure(f) for k, f in failures.items()} if failures else None
+    try:
+        return pickle.dumps((values, blobs), pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        pass
+    # Some result cannot travel with pickle: try cloudpickle for it, else fail that item.
+    import cloudpickle
+
+    blobs = dict(blobs or {})
+    kept: list[Any] = []
+    dumps: Callable[[Any], bytes] = _pickle_dumps
+    for k, value in enumerate(values):
+        if k in blobs:
+            kept.append(None)
+            continue
+        try:
+            pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            try:
+                cloudpickle.dumps(value)
+                dumps = cloudpickle.dumps
+            except Exception:
+                error = RemoteTaskError(
+                    f"the result, a {type(value).__module__}.{type(value).__qualname__}, "
+                    f"cannot be pickled to return it from the worker "
+                    f"({type(exc).__name__}: {exc}); return plain data, or run the work "
+                    f"with backend='thread'"
+                )
+                kept.append(None)
+                blobs[k] = encode_failure(Failure(error))
+                continue
+        kept.append(value)
+    return dumps((kept, blobs or None))
+
+
+def _pickle_dumps(obj: Any) -> bytes:
+    return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
 
 
 def stop_iteration_error(fn: Callable[[Any], Any]) -> RuntimeError:

@@ -17,6 +17,7 @@ import itertools
 import logging
 import operator
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -127,9 +128,11 @@ class Run:
         self.total = total
         self.entry = entry
         self._items = iter(iterable)
-        # (a list's, tuple's or range's iterator cannot raise: a serial run may call the
-        # function on it directly, without taking each chunk's items out first)
-        self._plain_items = type(iterable) in (list, tuple, range)
+        # (a tuple's or range's iterator cannot raise and its length hint is exact, as
+        # neither can change: a serial run may call the function on it directly, without
+        # taking each chunk's items out first; a list can change under a task that
+        # appends to it, so its chunks are copied)
+        self._plain_items = type(iterable) in (tuple, range)
         self._fail_fast = fail_fast
         self._bounded = bounded
         self._sink: queue.SimpleQueue[Batch] = queue.SimpleQueue()
@@ -264,6 +267,21 @@ class Run:
         return into if results is None else results
 
     def segments(self, into: list[Any] | None = None) -> Iterator[list[Any]]:
+        """Yield the results in delivery order, a list of consecutive results at a time
+        (see ``_segments``).
+
+        A run made from a coroutine on laneway's shared event loop blocks that loop until
+        it ends: it says so, so that async runs started meanwhile, on any thread, get a
+        loop of their own (``hold_shared_loop``)."""
+        aio = sys.modules.get("laneway._backends.aio")  # (no loop exists if not imported)
+        release = aio.hold_shared_loop() if aio is not None else None
+        try:
+            yield from self._segments(into)
+        finally:
+            if release is not None:
+                release()
+
+    def _segments(self, into: list[Any] | None = None) -> Iterator[list[Any]]:
         """Yield the results in delivery order, a list of consecutive results at a time.
 
         With ``errors="raise"`` the first failure is raised (at once with ``fail_fast``,
@@ -407,8 +425,8 @@ class Run:
                 check_drift(self.fn, self._measurement, sizer.per_item_s)
 
     def _run_plain(self, size: int, into: list[Any]) -> None:
-        """Up to ``size`` items of a list, tuple or range, called straight from its
-        iterator into ``into``.  Its length hint says how many were taken: one taken but
+        """Up to ``size`` items of a tuple or range, called straight from its iterator
+        into ``into``.  Its length hint says how many were taken: one taken but
         without a result was an item whose call raised ``StopIteration`` (which ends
         ``map`` like the end of the items): it fails, and the rest of the chunk runs."""
         items = self._items

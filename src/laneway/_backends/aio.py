@@ -28,7 +28,8 @@ from .._chunks import Batch, Chunk
 from .._errors import Failure, LanewayError, TaskTimeoutError
 from .._lazy import ProcessWide
 
-__all__ = ["AsyncRun", "EventLoopThread", "default_loop", "on_a_laneway_loop"]
+__all__ = ["AsyncRun", "EventLoopThread", "default_loop", "hold_shared_loop",
+           "on_a_laneway_loop"]
 
 
 class EventLoopThread:
@@ -41,7 +42,7 @@ class EventLoopThread:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
-        _this_thread.runs_a_laneway_loop = True
+        _this_thread.loop_thread = self
         try:
             self.loop.run_forever()
         finally:
@@ -73,7 +74,30 @@ def default_loop() -> EventLoopThread:
 def on_a_laneway_loop() -> bool:
     """Whether the calling thread runs one of laneway's event loops (a coroutine on it
     is making a sync call: that loop cannot serve the call while it waits for it)."""
-    return getattr(_this_thread, "runs_a_laneway_loop", False)
+    return getattr(_this_thread, "loop_thread", None) is not None
+
+
+_blocked_lock = threading.Lock()
+_blocked = 0  # sync calls made from the shared loop's thread that have not ended
+
+
+def hold_shared_loop() -> Callable[[], None] | None:
+    """If the caller is the shared loop's thread, note that the loop is blocked until
+    the returned function is called: meanwhile every async run, even one started on
+    another thread (a pool thread running an item of that call), gets a loop of its own."""
+    global _blocked
+    shared = _default.current()
+    if shared is None or getattr(_this_thread, "loop_thread", None) is not shared:
+        return None
+    with _blocked_lock:
+        _blocked += 1
+
+    def release() -> None:
+        global _blocked
+        with _blocked_lock:
+            _blocked -= 1
+
+    return release
 
 
 class AsyncRun:
@@ -89,7 +113,7 @@ class AsyncRun:
         # (called from a coroutine on a laneway loop: that loop waits for this run, so this
         # run gets a loop of its own, started at its first chunk)
         self._private: EventLoopThread | None = None
-        self._shared = None if on_a_laneway_loop() else default_loop()
+        self._shared = None if on_a_laneway_loop() or _blocked else default_loop()
         self._limit = asyncio.Semaphore(workers)  # (binds to the loop at first use)
         self._tasks: set[asyncio.Task[None]] = set()  # touched on the loop thread only
         self._closed = False

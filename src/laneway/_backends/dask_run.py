@@ -13,6 +13,7 @@ cancels the tasks not yet done; Dask cannot stop a task that is running, so
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import os
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
-from .._chunks import Batch, Chunk, call_each, capture
+from .._chunks import Batch, Chunk, call_each, capture, encode_outcomes
 from .._errors import Failure, LanewayError, WorkerCrashedError
 
 __all__ = ["DaskRun", "cluster_threads", "current_client", "run_chunk"]
@@ -56,7 +57,10 @@ def current_client() -> Any:
         raise LanewayError(msg)
     with _connected_lock:
         client = _connected.get(address)
-        if client is None or client.status in ("closing", "closed"):
+        if client is None or client.status != "running":  # (closed, or lost its scheduler)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
             try:
                 client = distributed.Client(address, set_as_default=False)
             except (OSError, TimeoutError) as exc:
@@ -72,16 +76,17 @@ def cluster_threads(client: Any) -> int:
     return max(1, int(sum(client.nthreads().values())))
 
 
-def run_chunk(fn: Callable[[Any], Any], items: list[Any],
-              ) -> tuple[list[Any], dict[int, Failure] | None, float]:
+def run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> tuple[bytes, float]:
     """What a Dask worker runs for one chunk: every item, failures kept per item (any
-    exception, ``SystemExit`` too: it must not take the worker down), and the seconds
-    the items took there (the chunk sizer's figure, without the scheduler's trip)."""
+    exception, ``SystemExit`` too: it must not take the worker down), encoded as a
+    process worker's are (a result or an exception that cannot be pickled fails only its
+    own item), and the seconds the items took there (the chunk sizer's figure, without
+    the scheduler's trip)."""
     began = perf_counter()
     values: list[Any] = []
     failures = call_each(fn, items, values, catch=BaseException,
                          capture=lambda exc: capture(exc, True))
-    return values, failures, perf_counter() - began
+    return encode_outcomes(values, failures), perf_counter() - began
 
 
 _run_names = itertools.count()
@@ -108,11 +113,8 @@ class DaskRun:
         with self._lock:
             if self._closed:
                 return
-            if len(self._pending) >= self._workers:
-                self._waiting.append(chunk)
-                return
-            self._pending[chunk.id] = None  # (its slot, taken before the send)
-        self._send(chunk)
+            self._waiting.append(chunk)  # (in order: after any chunk already waiting)
+        self._next()
 
     def _send(self, chunk: Chunk) -> None:
         try:
@@ -122,8 +124,7 @@ class DaskRun:
             self._fail_chunk(chunk, LanewayError,
                              f"could not be sent to the Dask cluster "
                              f"({type(exc).__name__}: {exc})")
-            self._next()
-            return
+            return  # (its slot is free again: the caller's loop sends the next chunk)
         with self._lock:
             if self._closed or chunk.id not in self._pending:
                 future.cancel()
@@ -150,23 +151,25 @@ class DaskRun:
             if self._pending.pop(chunk.id, None) is None:  # closed meanwhile
                 return
         try:
-            values, failures, busy = future.result()
+            payload, busy = future.result()
         except Exception as exc:  # the task itself was lost (not an item's error)
             self._fail_chunk(chunk, WorkerCrashedError,
                              f"was in a Dask task that was lost ({type(exc).__name__}: "
                              f"{exc}); Dask may have run it more than once first")
         else:
-            self._sink.put(Batch(chunk.id, chunk.start, len(values), busy, values,
-                                 failures))
+            self._sink.put(Batch(chunk.id, chunk.start, len(chunk.items), busy,
+                                 payload=payload))
         self._next()
 
     def _next(self) -> None:
-        with self._lock:
-            if self._closed or not self._waiting:
-                return
-            chunk = self._waiting.popleft()
-            self._pending[chunk.id] = None
-        self._send(chunk)
+        """Send waiting chunks while fewer than ``workers`` tasks are on the cluster."""
+        while True:
+            with self._lock:
+                if self._closed or not self._waiting or len(self._pending) >= self._workers:
+                    return
+                chunk = self._waiting.popleft()
+                self._pending[chunk.id] = None  # (its slot, taken before the send)
+            self._send(chunk)
 
     def _fail_chunk(self, chunk: Chunk, kind: type[LanewayError], what: str) -> None:
         """Every item of ``chunk`` fails with its own ``kind`` error."""

@@ -20,10 +20,10 @@ from multiprocessing.connection import Connection
 from time import perf_counter
 from typing import Any
 
-import cloudpickle  # functions arrive cloudpickled: the fork server preloads it once
+import cloudpickle  # noqa: F401  (functions arrive cloudpickled: the fork server preloads it once)
 
 from ... import _context
-from ..._chunks import Emit, ItemRunner, capture, encode_failure, item_error
+from ..._chunks import Emit, ItemRunner, capture, encode_outcomes, item_error
 from ..._errors import Failure, RemoteTaskError
 from . import messages as m
 from .shared_slots import SharedSlots
@@ -122,7 +122,7 @@ def _run_chunk(conn: Connection, fn: Callable[[Any], Any], seq: int, flags: int,
              busy_s: float) -> None:
         done = offset + len(values) == total
         conn.send_bytes(m.RESULT_HEADER.pack(m.RESULTS, done, offset, len(values), busy_s)
-                        + _encode_outcomes(values, failures))
+                        + encode_outcomes(values, failures))
 
     if flags & m.TIMED:
         return _run_timed(fn, items, emit, progress)
@@ -219,41 +219,3 @@ def _isolated_caller(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return fn(item)
 
     return call
-
-
-def _encode_outcomes(values: list[Any], failures: dict[int, Failure] | None) -> bytes:
-    blobs = {k: encode_failure(f) for k, f in failures.items()} if failures else None
-    try:
-        return pickle.dumps((values, blobs), pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        pass
-    # Some result cannot travel with pickle: try cloudpickle for it, else fail that item.
-    blobs = dict(blobs or {})
-    kept: list[Any] = []
-    dumps: Callable[[Any], bytes] = _pickle_dumps
-    for k, value in enumerate(values):
-        if k in blobs:
-            kept.append(None)
-            continue
-        try:
-            pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            try:
-                cloudpickle.dumps(value)
-                dumps = cloudpickle.dumps
-            except Exception:
-                error = RemoteTaskError(
-                    f"the result, a {type(value).__module__}.{type(value).__qualname__}, "
-                    f"cannot be pickled to return it from the worker process "
-                    f"({type(exc).__name__}: {exc}); return plain data, or run the work "
-                    f"with backend='thread'"
-                )
-                kept.append(None)
-                blobs[k] = encode_failure(Failure(error))
-                continue
-        kept.append(value)
-    return dumps((kept, blobs or None))
-
-
-def _pickle_dumps(obj: Any) -> bytes:
-    return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
