@@ -283,3 +283,22 @@ def test_a_coroutine_whose_sync_call_runs_async_work_on_pool_threads() -> None:
     async runs on pool threads: those get loops of their own while the shared one is
     blocked (no deadlock)."""
     assert laneway.parallel_map(through_a_thread, range(2)) == [6, 6]
+
+
+class AsyncCallable:
+    """An instance whose class defines ``async def __call__``."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    async def __call__(self, x: int) -> int:
+        await asyncio.sleep(0)
+        return self.factor * x
+
+
+def test_an_instance_with_async_call_is_a_coroutine_function() -> None:
+    """Its calls are awaited, on the async backend (not returned as coroutine objects)."""
+    assert laneway.parallel_map(AsyncCallable(3), [1, 2]) == [3, 6]
+    plan = laneway.last_plan()
+    assert plan is not None and plan.backend == "async"
+    assert asyncio.run(laneway.amap(AsyncCallable(2), [1, 2])) == [2, 4]

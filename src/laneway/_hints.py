@@ -49,10 +49,17 @@ _strong_registry: dict[Any, Kind] = {}
 
 
 def is_coroutine_function(fn: object) -> bool:
-    """Whether calling ``fn`` returns a coroutine (looks through partials and methods)."""
+    """Whether calling ``fn`` returns a coroutine (looks through partials and methods,
+    and sees an instance whose class defines ``async def __call__``)."""
     import inspect  # ~10 ms to import: not at start-up, so process workers start fast
 
-    return inspect.iscoroutinefunction(fn)
+    if inspect.iscoroutinefunction(fn):
+        return True
+    if isinstance(fn, type) or inspect.isroutine(fn) or isinstance(fn, partial):
+        return False
+    call = next((vars(cls)["__call__"] for cls in type(fn).__mro__ if "__call__" in vars(cls)),
+                None)  # (the class's own __call__, as the call fn(x) will use)
+    return inspect.iscoroutinefunction(call)
 
 
 def coroutine_of(fn: object) -> Callable[..., Any] | None:
