@@ -196,3 +196,19 @@ def test_an_unpicklable_result_or_exception_fails_only_its_item(client: Any) -> 
                                errors="return")
     assert got[0] == 0 and got[3] == 3
     assert "locked 1" in str(got[1]) and "cannot be pickled" in str(got[2])
+
+
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+def nested_dask_call(x: int) -> int:
+    """A task that makes its own dask call (a library that uses laneway itself)."""
+    return sum(laneway.parallel_map(plus_one, range(4), backend="dask"))
+
+
+def test_a_dask_call_made_inside_a_dask_task_does_not_deadlock(client: Any) -> None:
+    """The outer tasks leave their worker's thread pool while they wait (secede), so the
+    inner tasks find threads: 4 outer items on a 2-thread cluster finish."""
+    assert laneway.parallel_map(nested_dask_call, range(4), backend="dask", chunksize=1,
+                                timeout=60) == [10] * 4

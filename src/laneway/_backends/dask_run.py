@@ -92,6 +92,18 @@ def run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> tuple[bytes, float]
 _run_names = itertools.count()
 
 
+def _secede_if_in_a_task() -> threading.Thread | None:
+    """If this thread runs a Dask task, take it out of its worker's thread pool (the
+    thread, to rejoin from), else None."""
+    distributed: Any = importlib.import_module("distributed")
+    try:
+        distributed.get_worker()
+    except ValueError:  # not in a task
+        return None
+    distributed.secede()
+    return threading.current_thread()
+
+
 class DaskRun:
     """One run's chunks as Dask tasks, at most ``workers`` of them on the cluster at
     once (the others wait here); each done task's outcomes go to the run's queue."""
@@ -107,6 +119,11 @@ class DaskRun:
         self._pending: dict[int, Any] = {}  # chunk id -> its future, until it is done
         self._waiting: deque[Chunk] = deque()  # chunks not sent yet: workers are busy
         self._closed = False
+        # A run made inside a Dask task would hold that task's worker thread while it
+        # waits for its own tasks, which may need that very thread (nested calls on a
+        # small cluster deadlock): the thread leaves the worker's pool until the run
+        # closes, as distributed's own worker_client() does.
+        self._seceded_thread = _secede_if_in_a_task()
 
     def submit(self, chunk: Chunk) -> None:
         """Send the chunk to the cluster as one task (or keep it until a task ends)."""
@@ -142,6 +159,10 @@ class DaskRun:
             self._waiting.clear()
         if futures:
             self._client.cancel(futures)
+        if self._seceded_thread is not None and self._seceded_thread is threading.current_thread():
+            self._seceded_thread = None
+            distributed: Any = importlib.import_module("distributed")
+            distributed.rejoin()
 
     def check_deadlines(self) -> None:
         """No per-item deadlines: ``task_timeout`` is refused for Dask."""
