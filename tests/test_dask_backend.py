@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import laneway
+from _support import Unpicklable, fail_on_three, square
 
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
@@ -29,16 +30,6 @@ def client(cluster: Any) -> Iterator[Any]:
     """A client of the module's cluster, current for the test."""
     with distributed.Client(cluster) as current:
         yield current
-
-
-def square(x: int) -> int:
-    return x * x
-
-
-def fail_on_three(x: int) -> int:
-    if x == 3:
-        raise ValueError(f"bad item {x}")
-    return x
 
 
 def test_runs_on_the_current_client_in_order(client: Any) -> None:
@@ -160,11 +151,6 @@ def test_system_exit_in_an_item_fails_only_that_item(client: Any) -> None:
     """SystemExit from an item does not take the Dask worker down: its item fails."""
     got = laneway.parallel_map(exits_on_two, range(4), backend="dask", errors="return")
     assert got[:2] == [0, 1] and got[3] == 3 and isinstance(got[2], SystemExit)
-
-
-class Unpicklable:
-    def __reduce__(self) -> Any:
-        raise TypeError("refuses to be pickled")
 
 
 def test_items_that_cannot_be_sent_fail_as_items(client: Any) -> None:

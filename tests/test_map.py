@@ -14,26 +14,12 @@ from typing import Any
 import pytest
 
 import laneway
-from _support import DEADLOCK_TIMEOUT
+from _support import DEADLOCK_TIMEOUT, Unpicklable, fail_on_three, square
 from laneway import _context, _run
 from laneway._chunks import ChunkSizer
 
 BACKENDS = ["serial", "thread", "process"]
 
-
-def square(x: int) -> int:
-    return x * x
-
-
-def fail_on_three(x: int) -> int:
-    if x == 3:
-        raise ValueError(f"bad item {x}")
-    return x
-
-
-class Unpicklable:
-    def __reduce__(self) -> tuple[object, ...]:
-        raise TypeError("refuses to be pickled")
 
 
 def make_unpicklable(x: int) -> object:

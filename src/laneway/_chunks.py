@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -185,7 +185,7 @@ class ItemRunner:
         return capture(exc, self._remote)
 
 
-def call_each(fn: Callable[[Any], Any], items: Iterable[Any], values: list[Any],
+def call_each(fn: Callable[[Any], Any], items: Sequence[Any], values: list[Any],
               failures: dict[int, Failure] | None = None,
               catch: type[BaseException] = Exception,
               capture: Callable[[BaseException], Failure] = Failure,
@@ -197,19 +197,16 @@ def call_each(fn: Callable[[Any], Any], items: Iterable[Any], values: list[Any],
     and the loop goes on after it.  Returns ``failures`` (created if needed).
 
     ``list.extend(map(...))`` takes a ``StopIteration`` raised by ``fn`` for the end of
-    the items.  With a list or tuple the count tells the two apart: the item that raised
-    it gets a ``RuntimeError`` (as a generator's would, PEP 479) and the loop goes on.
-    ``items`` may also be an iterator that cannot raise itself (a list's, a slice of
-    one); the caller then checks how many it took (see ``Run._inline``).
+    the items; the count tells the two apart: the item that raised it gets a
+    ``RuntimeError`` (as a generator's would, PEP 479) and the loop goes on.  After a
+    failure the loop resumes on the same iterator, so many failures cost no copies.
     """
-    counted = isinstance(items, (list, tuple))
-    total = len(items) if counted else 0  # type: ignore[arg-type]
-    start = len(values)
+    start, total = len(values), len(items)
     remaining = iter(items)
     while True:
         try:
             values.extend(map(fn, remaining))
-            if not counted or len(values) - start >= total:
+            if len(values) - start >= total:
                 return failures
             error: BaseException = stop_iteration_error(fn)  # map ended early: see above
         except catch as exc:  # what ran before it was kept by extend; map took the item

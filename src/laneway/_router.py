@@ -140,6 +140,7 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
     """
     kind, known = task_kind(fn, options)
     forced = forced_backend(fn, options)
+    is_coroutine = coroutine_of(fn) is not None
     cpus = _cpus()
     workers: int | None = None
     if forced is not None:
@@ -151,7 +152,7 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
         backend, reason = "thread", f"{known}: the GIL is off, so CPU-bound work uses threads"
     elif kind == "native":
         backend, reason = "thread", f"{known}: native code releases the GIL, so threads"
-    elif kind in ("io", "async") and coroutine_of(fn) is not None:
+    elif kind in ("io", "async") and is_coroutine:
         backend, reason = "async", (f"{known}: coroutines overlap on one event loop, so "
                                     f"the async backend")
     elif kind in ("io", "async"):
@@ -169,7 +170,7 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
     if backend == "process" and _context.in_process_worker():
         backend, reason = "thread", (f"{reason}; but this is already a laneway process "
                                      f"worker, so threads (no nested process pools)")
-    if backend == "async" and coroutine_of(fn) is None:
+    if backend == "async" and not is_coroutine:
         name = getattr(fn, "__qualname__", None) or repr(fn)
         msg = (f"the async backend runs coroutine functions, but {name} is not one "
                f"({reason}); use backend='thread' for blocking I/O")

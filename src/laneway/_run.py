@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import operator
 import queue
 import sys
 import threading
@@ -26,7 +25,7 @@ from dataclasses import replace
 from time import perf_counter
 from typing import Any, Protocol
 
-from ._chunks import Batch, Chunk, ChunkSizer, call_each, stop_iteration_error
+from ._chunks import Batch, Chunk, ChunkSizer, call_each
 from ._errors import Failure
 from ._options import RunOptions, bounded_wait
 from ._profile import (
@@ -128,11 +127,6 @@ class Run:
         self.total = total
         self.entry = entry
         self._items = iter(iterable)
-        # (a tuple's or range's iterator cannot raise and its length hint is exact, as
-        # neither can change: a serial run may call the function on it directly, without
-        # taking each chunk's items out first; a list can change under a task that
-        # appends to it, so its chunks are copied)
-        self._plain_items = type(iterable) in (tuple, range)
         self._fail_fast = fail_fast
         self._bounded = bounded
         self._sink: queue.SimpleQueue[Batch] = queue.SimpleQueue()
@@ -297,38 +291,33 @@ class Run:
         remaining: dict[int, int] = {}   # chunk id -> outcomes still to come
         chunk_ends: deque[int] = deque()  # ordered: end index of each undelivered chunk
         dispatched = 0
+        sampled, first_pending = None, False
         if self.plan is None:
             sampled, first_pending = self._measure()
             if sampled is not None and sampled.failures and self._fail_fast \
                     and options.errors == "raise":
                 raise self._first_failure(sampled)  # before any other item is sent
-            if into is not None and not first_pending and self.plan is not None \
-                    and self.plan.backend == "serial":
-                if sampled is not None:
-                    assert sampled.values is not None
-                    into.extend(sampled.values)
-                    self._settle(into, sampled.failures)
-                    report(len(into))
-                self._inline(into, deadline, report)
-                return
-            if sampled is not None:  # the measured items: a chunk that is already done
-                self._sink.put(sampled)
-                remaining[sampled.chunk_id] = sampled.count
-                dispatched = sampled.count
-                chunk_ends.append(dispatched)
-            elif first_pending:  # the first item, still running: chunk -1 of one item
-                remaining[-1] = dispatched = 1
-                chunk_ends.append(dispatched)
-            self._backend = self._open_backend()
-        plan, backend = self.plan, self._backend
-        assert plan is not None and backend is not None
-        if into is not None and plan.backend == "serial" and not dispatched:
+        assert self.plan is not None
+        if into is not None and self.plan.backend == "serial" and not first_pending:
+            if sampled is not None:  # the measured items come first
+                assert sampled.values is not None
+                into.extend(sampled.values)
+                self._settle(into, sampled.failures)
+                report(len(into))
             self._inline(into, deadline, report)
             return
-        pace = self._measurement.wall_s if self._measurement else recent_pace(self.fn)
-        sizer = ChunkSizer(fixed=plan.chunksize, workers=plan.workers,
-                           total=None if self.total is None else self.total - dispatched,
-                           target_s=CHUNK_TARGET_S, per_item_s=pace)
+        if sampled is not None:  # the measured items: a chunk that is already done
+            self._sink.put(sampled)
+            remaining[sampled.chunk_id] = sampled.count
+            dispatched = sampled.count
+            chunk_ends.append(dispatched)
+        elif first_pending:  # the first item, still running: chunk -1 of one item
+            remaining[-1] = dispatched = 1
+            chunk_ends.append(dispatched)
+        if self._backend is None:  # (planned just now, after measuring)
+            self._backend = self._open_backend()
+        plan, backend = self.plan, self._backend
+        sizer = self._sizer(plan.workers, dispatched)
         window = WINDOW_PER_WORKER * plan.workers
         items = self._items
         chunk_ids = itertools.count()
@@ -397,10 +386,7 @@ class Run:
         Python code) made tiny serial runs ~30 % slower than ``list(map(...))``."""
         options = self.options
         start = len(into)
-        pace = self._measurement.wall_s if self._measurement else recent_pace(self.fn)
-        sizer = ChunkSizer(fixed=self.plan.chunksize if self.plan else None, workers=1,
-                           total=None if self.total is None else self.total - start,
-                           target_s=CHUNK_TARGET_S, per_item_s=pace)
+        sizer = self._sizer(1, start)
         try:
             while True:
                 if deadline is not None and time.monotonic() >= deadline:
@@ -408,38 +394,29 @@ class Run:
                            f"timeout={options.timeout}s: {len(into)} items had run "
                            f"(serially); the rest were not started")
                     raise TimeoutError(msg)
-                size = min(sizer.next_size(), INLINE_CHUNK_MAX)
-                before, began = len(into), perf_counter()
-                if self._plain_items:
-                    self._run_plain(size, into)
-                else:  # a copy first: the input's own errors are not an item's
-                    chunk_items = list(itertools.islice(self._items, size))
-                    self._settle(into, call_each(self.fn, chunk_items, into))
-                if len(into) == before:
+                # (taken out first: the input's own errors are not an item's, and a
+                # task may change the list it is mapped over)
+                chunk_items = list(itertools.islice(self._items,
+                                                    min(sizer.next_size(), INLINE_CHUNK_MAX)))
+                if not chunk_items:
                     return
-                sizer.observe(len(into) - before, perf_counter() - began)
+                began = perf_counter()
+                self._settle(into, call_each(self.fn, chunk_items, into))
+                sizer.observe(len(chunk_items), perf_counter() - began)
                 report(len(into))
         finally:
             report(None)
             if self._measurement is not None and len(into) > start:
                 check_drift(self.fn, self._measurement, sizer.per_item_s)
 
-    def _run_plain(self, size: int, into: list[Any]) -> None:
-        """Up to ``size`` items of a tuple or range, called straight from its iterator
-        into ``into``.  Its length hint says how many were taken: one taken but
-        without a result was an item whose call raised ``StopIteration`` (which ends
-        ``map`` like the end of the items): it fails, and the rest of the chunk runs."""
-        items = self._items
-        while size > 0:
-            left, before = operator.length_hint(items), len(into)
-            self._settle(into, call_each(self.fn, itertools.islice(items, size), into))
-            taken = left - operator.length_hint(items)
-            if taken > len(into) - before:
-                into.append(None)
-                self._settle(into, {len(into) - 1: Failure(stop_iteration_error(self.fn))})
-            if taken == 0:
-                return
-            size -= taken
+    def _sizer(self, workers: int, done: int) -> ChunkSizer:
+        """Chunk sizes for the items left after ``done``, from the measured or the
+        remembered time per item."""
+        assert self.plan is not None
+        pace = self._measurement.wall_s if self._measurement else recent_pace(self.fn)
+        return ChunkSizer(fixed=self.plan.chunksize, workers=workers,
+                          total=None if self.total is None else self.total - done,
+                          target_s=CHUNK_TARGET_S, per_item_s=pace)
 
     def _settle(self, into: list[Any], failures: dict[int, Failure] | None) -> None:
         """Put the failures (keyed by their positions in ``into``) in their places, or

@@ -71,10 +71,15 @@ def default_loop() -> EventLoopThread:
     return current
 
 
+def _loop_of_this_thread() -> EventLoopThread | None:
+    loop_thread: EventLoopThread | None = getattr(_this_thread, "loop_thread", None)
+    return loop_thread
+
+
 def on_a_laneway_loop() -> bool:
     """Whether the calling thread runs one of laneway's event loops (a coroutine on it
     is making a sync call: that loop cannot serve the call while it waits for it)."""
-    return getattr(_this_thread, "loop_thread", None) is not None
+    return _loop_of_this_thread() is not None
 
 
 _blocked_lock = threading.Lock()
@@ -87,7 +92,7 @@ def hold_shared_loop() -> Callable[[], None] | None:
     another thread (a pool thread running an item of that call), gets a loop of its own."""
     global _blocked
     shared = _default.current()
-    if shared is None or getattr(_this_thread, "loop_thread", None) is not shared:
+    if shared is None or _loop_of_this_thread() is not shared:
         return None
     with _blocked_lock:
         _blocked += 1

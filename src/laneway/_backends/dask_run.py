@@ -36,11 +36,17 @@ _connected: dict[str, Any] = {}  # scheduler address -> the client laneway made 
 _connected_lock = threading.Lock()
 
 
+def _distributed() -> Any:
+    """The ``distributed`` module (untyped to us: the extra may be missing where laneway
+    is type-checked); ImportError without the extra."""
+    return importlib.import_module("distributed")
+
+
 def current_client() -> Any:
     """The Dask client runs use (see the module docstring); a :class:`LanewayError` that
     says what to do when there is none or the extra is missing."""
-    try:  # (untyped to us: the extra may be missing where laneway is type-checked)
-        distributed: Any = importlib.import_module("distributed")
+    try:
+        distributed = _distributed()
     except ImportError:
         msg = ("backend='dask' needs the dask extra (the distributed package): "
                "pip install 'laneway[dask]'")
@@ -95,7 +101,7 @@ _run_names = itertools.count()
 def _secede_if_in_a_task() -> threading.Thread | None:
     """If this thread runs a Dask task, take it out of its worker's thread pool (the
     thread, to rejoin from), else None."""
-    distributed: Any = importlib.import_module("distributed")
+    distributed = _distributed()
     try:
         distributed.get_worker()
     except ValueError:  # not in a task
@@ -161,8 +167,7 @@ class DaskRun:
             self._client.cancel(futures)
         if self._seceded_thread is not None and self._seceded_thread is threading.current_thread():
             self._seceded_thread = None
-            distributed: Any = importlib.import_module("distributed")
-            distributed.rejoin()
+            _distributed().rejoin()
 
     def check_deadlines(self) -> None:
         """No per-item deadlines: ``task_timeout`` is refused for Dask."""
