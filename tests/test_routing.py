@@ -334,3 +334,44 @@ def test_cpu_of_a_child_process_the_call_waited_for_counts_as_computing() -> Non
     sample = measure_calls(runs_a_computing_child, iter([None]), probe_gil=False)
     assert sample.values == [0]
     assert sample.measurement.cpu_s >= 0.03  # the child's CPU; the caller's own is ~1 ms
+
+
+def test_hinted_io_threads_are_sized_from_a_measurement(tmp_path: Path) -> None:
+    """@io_bound keeps threads but sizes them like measured I/O: many short waits get a
+    thread each (not a fixed 64), every item runs once, and the size is explained."""
+    naps = laneway.io_bound(_fresh_waits())
+    items = [(str(tmp_path), x) for x in range(200)]
+    assert laneway.parallel_map(naps, items) == list(range(200))
+    assert len(list(tmp_path.glob("*.ran"))) == 200
+    plan = laneway.last_plan()
+    assert plan is not None and plan.backend == "thread" and plan.kind == "io"
+    assert plan.workers > 64, plan.reason
+    assert "hinted 'io'" in plan.reason and "measured" in plan.reason, plan.reason
+    assert cached_measurement(naps) is not None
+
+
+def test_hinted_io_with_workers_or_task_timeout_is_not_measured() -> None:
+    """workers= fixes the size; task_timeout keeps the first item off the caller: no
+    measurement, the hinted default."""
+    naps = laneway.io_bound(_fresh_waits())
+    items = [("", x) for x in range(8)]
+    assert laneway.parallel_map(naps, items, workers=3) == list(range(8))
+    plan = laneway.last_plan()
+    assert plan is not None and plan.workers == 3 and "measured" not in plan.reason
+    assert laneway.parallel_map(naps, items, task_timeout=DEADLOCK_TIMEOUT) == list(range(8))
+    plan = laneway.last_plan()
+    assert plan is not None and plan.backend == "thread" and "measured" not in plan.reason
+    assert cached_measurement(naps) is None
+
+
+def _fresh_waits() -> Callable[[tuple[str, int]], int]:
+    """A new function object each time (measurements are cached per function)."""
+
+    def naps(job: tuple[str, int]) -> int:
+        folder, x = job
+        if folder:
+            Path(folder, f"{x}.ran").touch(exist_ok=False)
+        time.sleep(0.01)  # task work: waiting
+        return x
+
+    return naps

@@ -73,8 +73,9 @@ def _info() -> int:
         ("process start method", start_method()),
         ("process pool size", str(cpus)),
         ("threads for CPU/native work", str(cpus)),
-        ("threads for hinted I/O", str(IO_THREADS_HINTED)),
-        ("threads for measured I/O", f"{cpus} x (1 + wait/compute), at most {IO_THREADS_MAX}"),
+        ("threads for I/O", f"{cpus} x (1 + wait/compute), at most {IO_THREADS_MAX} "
+                            f"(measured)"),
+        ("threads for unmeasured I/O", f"{IO_THREADS_HINTED} (with task_timeout)"),
         ("LANEWAY_BACKEND", os.environ.get("LANEWAY_BACKEND") or "(unset)"),
         ("LANEWAY_MAX_WORKERS", os.environ.get("LANEWAY_MAX_WORKERS") or "(unset)"),
     ]

@@ -440,11 +440,17 @@ _measured_lock = threading.Lock()
 
 
 def needs_measuring(fn: Callable[..., Any], options: Any) -> bool:
-    """True when nothing decides the backend: no backend, no kind, no hint, not async."""
+    """True when a measurement decides the plan: nothing decides the backend (no
+    backend, no kind, no hint, not async), or the work is I/O for threads and only a
+    measured wait ratio can size the pool (no ``workers=``)."""
+    from ._hints import coroutine_of
     from ._router import forced_backend, task_kind
 
-    return options.task_timeout is None and forced_backend(fn, options) is None \
-        and task_kind(fn, options)[0] is None
+    if options.task_timeout is not None or forced_backend(fn, options) is not None:
+        return False
+    kind = task_kind(fn, options)[0]
+    return kind is None or (kind == "io" and options.workers is None
+                            and coroutine_of(fn) is None)
 
 
 def cached_measurement(fn: Callable[..., Any]) -> Measurement | None:

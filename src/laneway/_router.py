@@ -15,9 +15,10 @@ whether the function is a coroutine function.  Rules:
 * inside a laneway process worker, never another process pool: threads instead.
 
 Worker counts: process pools and CPU-bound thread pools get ``available_cpus()``;
-measured I/O gets ``cpus x (1 + wait/compute)`` threads, capped at ``IO_THREADS_MAX``;
-hinted I/O (nothing measured) gets ``IO_THREADS_HINTED``; never more workers than items
-when the count is known.
+I/O gets ``cpus x (1 + wait/compute)`` threads from a measurement, capped at
+``IO_THREADS_MAX`` (hinted I/O is measured too, for its size: the hint fixes the backend,
+not the wait ratio); I/O with nothing measured (``task_timeout=``) gets
+``IO_THREADS_HINTED``; never more workers than items when the count is known.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ._hints import Kind, coroutine_of, hinted_kind
 from ._options import BackendName, RunOptions, env_backend
 from ._profile import Measurement
 
-__all__ = ["Estimate", "Plan", "estimate", "measured_kind", "plan_run"]
+__all__ = ["Estimate", "Plan", "estimate", "io_threads", "measured_kind", "plan_run"]
 
 ASYNC_CONCURRENCY = 1024
 """Calls of a coroutine function in flight at once on the async backend (and in
@@ -157,6 +158,11 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
                                     f"the async backend")
     elif kind in ("io", "async"):
         backend, reason = "thread", f"{known}: waiting work overlaps best on threads"
+        if measurement is not None and options.workers is None:
+            workers = io_threads(measurement, UNKNOWN_ITEMS if total is None else total, cpus)
+            reason += (f"; {'an earlier run ' if earlier else ''}"
+                       f"{_measured_words(measurement)}, so {workers} "
+                       f"thread{'s' if workers != 1 else ''}")
     elif measurement is not None:
         estimate_ = estimate(measurement, total, cpus, earlier=earlier)
         backend, workers, kind, reason = (estimate_.backend, estimate_.workers,
@@ -246,13 +252,12 @@ def estimate(m: Measurement, total: int | None, cpus: int, *,
     """Estimate each backend's time for ``total`` more items like the measured ones."""
     n = UNKNOWN_ITEMS if total is None else total
     kind = measured_kind(m)
-    w, c = m.wall_s, m.cpu_s
+    w = m.wall_s
     gil = _context.gil_enabled()
     seconds: dict[str, float] = {"serial": n * w}
     # threads: waiting overlaps freely; computing overlaps only without the GIL
     if kind == "io":
-        wanted = cpus * (1 + (w - c) / max(c, 1e-6))
-        threads = max(1, min(IO_THREADS_MAX, int(wanted), max(n, 1)))
+        threads = io_threads(m, n, cpus)
         waves = -(-n // threads)
         seconds["thread"] = waves * w + n * THREAD_ITEM_S + threads * THREAD_START_S
     else:
@@ -277,13 +282,23 @@ def estimate(m: Measurement, total: int | None, cpus: int, *,
         "thread" if best == "thread" else "process")
     workers = 1 if backend == "serial" else (threads if backend == "thread"
                                              else max(1, min(cpus, max(n, 1))))
-    reason = (f"{'an earlier run ' if earlier else ''}measured {m.calls} "
-              f"call{'s' if m.calls != 1 else ''}: "
-              f"{_duration(w)} each, {m.cpu_ratio:.0%} CPU, {_gil_words(m)}"
+    reason = (f"{'an earlier run ' if earlier else ''}{_measured_words(m)}, {_gil_words(m)}"
               f"{_bytes_words(m)}; {_kind_words(kind)}, so {_backend_words(backend)} "
               f"(estimated {_duration(seconds[best])} vs {_duration(seconds['serial'])} "
               f"serial for {'~' if total is None else ''}{n} items)")
     return Estimate(backend, workers, kind, reason, seconds)
+
+
+def io_threads(m: Measurement, items: int, cpus: int) -> int:
+    """Threads for I/O-bound work: ``cpus x (1 + wait/compute)`` from the measurement,
+    at most ``IO_THREADS_MAX``, never more than ``items``."""
+    wanted = cpus * (1 + (m.wall_s - m.cpu_s) / max(m.cpu_s, 1e-6))
+    return max(1, min(IO_THREADS_MAX, int(wanted), max(items, 1)))
+
+
+def _measured_words(m: Measurement) -> str:
+    return (f"measured {m.calls} call{'s' if m.calls != 1 else ''}: "
+            f"{_duration(m.wall_s)} each, {m.cpu_ratio:.0%} CPU")
 
 
 def _process_pool_warm() -> bool:

@@ -41,7 +41,7 @@ from ._profile import (
     remember_pace,
 )
 from ._progress import make_reporter
-from ._router import Plan, _env_max_workers, plan_run
+from ._router import Plan, _env_max_workers, plan_run, task_kind
 
 __all__ = ["Run", "last_plan"]
 
@@ -167,7 +167,8 @@ class Run:
             try:
                 sample = measure_calls(self.fn, self._items,
                                        submit=default_thread_pool().submit,
-                                       total=self.total, deadline=deadline)
+                                       total=self.total, deadline=deadline,
+                                       probe_gil=task_kind(self.fn, self.options)[0] is None)
             except TimeoutError:
                 msg = (f"{self.fn_name} did not finish within timeout={self.options.timeout}s: "
                        f"its first item was still running (it was being measured; it runs "
