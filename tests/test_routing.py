@@ -36,6 +36,8 @@ def m(wall: float, cpu: float, gil: bool | None, size: int | None = 40) -> Measu
         (m(40e-3, 40e-3, False, None), 64, "serial", "cpu"),     # cannot be pickled: no process
         (m(1e-3, 1e-3, False, 40_000_000), 64, "serial", "cpu"),  # pickling outweighs the gain
         (m(40e-3, 40e-3, False), 1, "serial", "cpu"),            # one item left: nothing to share
+        (m(12e-6, 12e-6, None), 49, "serial", "cpu"),            # 0.6 ms in all: below a run's cost
+        (m(14e-6, 14e-6, None), 194, "serial", "cpu"),           # 2.7 ms in all: still too little
     ],
 )
 def test_cost_model_choices(measurement: Measurement, total: int, backend: str,
@@ -105,6 +107,25 @@ def test_first_call_is_timed_without_its_hand_over() -> None:
     # sees it done at 20 ms; 10 items of ~1 us: 3 % of the run is less than one item
     assert sample.values == [0]
     assert sample.measurement.wall_s < 1e-4
+
+
+def test_a_slow_first_call_does_not_set_the_pace_of_the_rest() -> None:
+    """The first call pays one-off costs (a cold cache, a lazy import, the hand-over to a
+    pool thread): when later calls were measured too, the time per item is theirs, so
+    200 tiny items are not taken for 0.3 ms ones (which a warm process pool would get)."""
+    calls: list[int] = []
+
+    def warm_up_then_tiny(x: int) -> int:
+        if not calls:
+            time.sleep(0.002)  # task work: a one-off warm-up on the first call only
+        calls.append(x)
+        return x
+
+    sample = measure_calls(warm_up_then_tiny, iter(range(200)), probe_gil=False,
+                           submit=lambda job: job(), total=200)
+    assert sample.values == calls == list(range(len(calls)))
+    assert sample.measurement.calls > 1
+    assert sample.measurement.wall_s < 5e-5, sample.measurement  # (~0.3 ms averaged in)
 
 
 def record(args: tuple[str, int]) -> int:
@@ -339,10 +360,10 @@ def test_cpu_of_a_child_process_the_call_waited_for_counts_as_computing() -> Non
 def test_hinted_io_threads_are_sized_from_a_measurement(tmp_path: Path) -> None:
     """@io_bound keeps threads but sizes them like measured I/O: many short waits get a
     thread each (not a fixed 64), every item runs once, and the size is explained."""
-    naps = laneway.io_bound(_fresh_waits())
-    items = [(str(tmp_path), x) for x in range(200)]
-    assert laneway.parallel_map(naps, items) == list(range(200))
-    assert len(list(tmp_path.glob("*.ran"))) == 200
+    naps = laneway.io_bound(_fresh_waits(0.05))
+    items = [(str(tmp_path), x) for x in range(120)]
+    assert laneway.parallel_map(naps, items) == list(range(120))
+    assert len(list(tmp_path.glob("*.ran"))) == 120
     plan = laneway.last_plan()
     assert plan is not None and plan.backend == "thread" and plan.kind == "io"
     assert plan.workers > 64, plan.reason
@@ -353,7 +374,7 @@ def test_hinted_io_threads_are_sized_from_a_measurement(tmp_path: Path) -> None:
 def test_hinted_io_with_workers_or_task_timeout_is_not_measured() -> None:
     """workers= fixes the size; task_timeout keeps the first item off the caller: no
     measurement, the hinted default."""
-    naps = laneway.io_bound(_fresh_waits())
+    naps = laneway.io_bound(_fresh_waits(0.01))
     items = [("", x) for x in range(8)]
     assert laneway.parallel_map(naps, items, workers=3) == list(range(8))
     plan = laneway.last_plan()
@@ -364,14 +385,14 @@ def test_hinted_io_with_workers_or_task_timeout_is_not_measured() -> None:
     assert cached_measurement(naps) is None
 
 
-def _fresh_waits() -> Callable[[tuple[str, int]], int]:
+def _fresh_waits(seconds: float) -> Callable[[tuple[str, int]], int]:
     """A new function object each time (measurements are cached per function)."""
 
     def naps(job: tuple[str, int]) -> int:
         folder, x = job
         if folder:
             Path(folder, f"{x}.ran").touch(exist_ok=False)
-        time.sleep(0.01)  # task work: waiting
+        time.sleep(seconds)  # task work: waiting
         return x
 
     return naps

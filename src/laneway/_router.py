@@ -63,6 +63,10 @@ THREAD_START_S = 6e-5
 PROCESS_ITEM_S = 2e-6
 """Cost of one small item's round trip on a warm process pool, with automatic chunks."""
 
+PROCESS_RUN_S = 1e-3
+"""Fixed cost of one run on a warm process pool (the function sent, the first chunks'
+round trips, the collector's wake-ups): 0.2-1 ms here, whatever the items."""
+
 PICKLED_BYTE_S = 1.5e-9
 """Cost per pickled byte of an item or result on its way to or from a process (pickle,
 pipe, unpickle; ~10 ms for 16 MB round trip here)."""
@@ -271,7 +275,7 @@ def estimate(m: Measurement, total: int | None, cpus: int, *,
             pool_warm = _process_pool_warm()
         transfer = PROCESS_ITEM_S + (m.arg_bytes + m.result_bytes) * PICKLED_BYTE_S
         procs = max(1, min(cpus, max(n, 1)))
-        start = 0.0 if pool_warm else PROCESS_COLD_START_S
+        start = PROCESS_RUN_S if pool_warm else PROCESS_COLD_START_S
         seconds["process"] = n * (w + transfer) / procs + n * transfer / 2 + start
     best = min(seconds, key=seconds.__getitem__)
     if best == "process" and seconds["thread"] * WORTHWHILE <= seconds["process"]:
