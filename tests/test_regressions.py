@@ -66,12 +66,52 @@ def test_script_without_main_guard_fails_clearly(tmp_path: Path) -> None:
         print(laneway.parallel_map(triple, [1, 2], backend="process", errors="return"))
         """
     ))
+    done = _run_script(script)
+    assert 'if __name__ == "__main__":' in done.stdout, (done.stdout, done.stderr[-2000:])
+
+
+def _run_script(script: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter that imports this laneway."""
     env = dict(os.environ)
     package_root = str(Path(laneway.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=DEADLOCK_TIMEOUT, cwd=tmp_path, env=env, check=False)
-    assert 'if __name__ == "__main__":' in done.stdout, (done.stdout, done.stderr[-2000:])
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=DEADLOCK_TIMEOUT, cwd=script.parent, env=env, check=False)
+
+
+def test_runs_in_other_threads_survive_the_first_async_run(tmp_path: Path) -> None:
+    """The first async run imports the async backend (asyncio: slow); a run ending in
+    another thread meanwhile used to find the half-imported module and fail."""
+    script = tmp_path / "race.py"
+    script.write_text(textwrap.dedent(
+        """
+        import threading
+        import laneway
+
+        async def echo(x):
+            return x
+
+        if __name__ == "__main__":
+            errors, stop = [], threading.Event()
+
+            def busy():
+                while not stop.is_set():
+                    try:
+                        laneway.parallel_map(abs, [1, -2], backend="serial")
+                    except Exception as exc:
+                        errors.append(repr(exc))
+                        return
+
+            other = threading.Thread(target=busy)
+            other.start()
+            assert laneway.parallel_map(echo, [1, 2], backend="async") == [1, 2]
+            stop.set()
+            other.join()
+            print("errors:", errors)
+        """
+    ))
+    done = _run_script(script)
+    assert "errors: []" in done.stdout, (done.stdout, done.stderr[-2000:])
 
 
 def crash_always(x: int) -> int:

@@ -50,6 +50,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def test_process_overrun_on_a_warm_idle_pool_is_stopped() -> None:
+    """A timed job sent to an idle warm pool wakes the collector, which was asleep on
+    the idle workers' (minutes-long) timer: the overrun is stopped at task_timeout, not
+    when the item happens to end."""
+    assert laneway.parallel_map(square, range(4), backend="process") == [0, 1, 4, 9]
+    got = laneway.parallel_map(hang_on_five, [5, 5], backend="process", task_timeout=0.5,
+                               errors="return")
+    assert [type(g) for g in got] == [laneway.TaskTimeoutError] * 2, got
+
+
 def test_process_timeout_with_errors_raise() -> None:
     """errors="raise" raises the TaskTimeoutError in the caller."""
     with pytest.raises(laneway.TaskTimeoutError, match="item #5"):

@@ -269,7 +269,8 @@ class Run:
         it ends: it says so, so that async runs started meanwhile, on any thread, get a
         loop of their own (``hold_shared_loop``)."""
         aio = sys.modules.get("laneway._backends.aio")  # (no loop exists if not imported)
-        release = aio.hold_shared_loop() if aio is not None else None
+        release = aio.hold_shared_loop() if aio is not None and getattr(
+            aio, "IMPORTED", False) else None  # (not while another thread imports it)
         try:
             yield from self._segments(into)
         finally:

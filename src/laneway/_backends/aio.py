@@ -28,7 +28,7 @@ from .._chunks import Batch, Chunk
 from .._errors import Failure, LanewayError, TaskTimeoutError
 from .._lazy import ProcessWide
 
-__all__ = ["AsyncRun", "EventLoopThread", "default_loop", "hold_shared_loop",
+__all__ = ["IMPORTED", "AsyncRun", "EventLoopThread", "default_loop", "hold_shared_loop",
            "on_a_laneway_loop"]
 
 
@@ -205,3 +205,9 @@ class AsyncRun:
                     f"(asyncio.CancelledError)"))
             except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the loop
                 return None, Failure(exc)  # is shared, so only this item fails
+
+
+IMPORTED = True
+"""Set last: ``Run.segments`` of another thread may find this module in ``sys.modules``
+while it is still being imported (``asyncio`` takes a while), and must then leave it
+alone (no loop can exist yet)."""

@@ -460,6 +460,8 @@ class ProcessPool:
             worker.conn.send_bytes(job.frame)
         except OSError:
             pass  # the worker died; its sentinel fires and the job is re-sent
+        if job.run.task_timeout is not None:
+            self._wake()  # the collector may be asleep on a later timer: this item's is due
 
     # -- the collector thread ------------------------------------------------------------
 
