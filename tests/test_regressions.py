@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -72,11 +73,100 @@ def test_script_without_main_guard_fails_clearly(tmp_path: Path) -> None:
 
 def _run_script(script: Path) -> subprocess.CompletedProcess[str]:
     """Run ``script`` in a fresh interpreter that imports this laneway."""
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=DEADLOCK_TIMEOUT, cwd=script.parent, env=_script_env(),
+                          check=False)
+
+
+def _script_env() -> dict[str, str]:
     env = dict(os.environ)
     package_root = str(Path(laneway.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=DEADLOCK_TIMEOUT, cwd=script.parent, env=env, check=False)
+    return env
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_runs_its_own_process_pool(tmp_path: Path) -> None:
+    """After os.fork(), the child's process runs start a fork server and workers of its
+    own (the parent's server is not its child: multiprocessing raised ChildProcessError),
+    and the parent's pool goes on working."""
+    script = tmp_path / "forked.py"
+    script.write_text(textwrap.dedent(
+        """
+        import os
+        import laneway
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            laneway.parallel_map(square, range(4), backend="process")
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    print("child", laneway.parallel_map(square, range(4), backend="process"),
+                          flush=True)
+                finally:
+                    os._exit(0)
+            os.waitpid(pid, 0)
+            print("parent", laneway.parallel_map(square, range(3), backend="process"))
+        """
+    ))
+    done = _run_script(script)
+    assert "child [0, 1, 4, 9]" in done.stdout, (done.stdout, done.stderr[-2000:])
+    assert "parent [0, 1, 4]" in done.stdout, (done.stdout, done.stderr[-2000:])
+    assert "Error" not in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.pidfd_open (Linux)")
+def test_workers_exit_with_their_parent_despite_a_forked_child(tmp_path: Path) -> None:
+    """A child forked after the pool started (a daemonised helper, say) must not keep the
+    parent's workers alive once the parent is killed: it closes its copies of the pool's
+    pipes right after the fork."""
+    script = tmp_path / "killed.py"
+    script.write_text(textwrap.dedent(
+        """
+        import os, signal, sys
+        import laneway
+        from laneway._backends.process.pool import default_pool
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            laneway.parallel_map(square, range(4), backend="process")
+            workers = default_pool().worker_pids()
+            pid = os.fork()
+            if pid == 0:  # lives on until the test closes its stdin
+                sys.stdin.read()
+                os._exit(0)
+            print(pid, *workers, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    ))
+    with subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True, env=_script_env()) as parent:
+        assert parent.stdout is not None and parent.stdin is not None
+        child, *workers = map(int, parent.stdout.readline().split())
+        try:
+            exits = [_exit_notice(w) for w in workers]  # (before they could be reaped)
+            parent.wait(DEADLOCK_TIMEOUT)
+            assert workers and _exit_notice(child) is not None
+            for notice in exits:  # readable once the worker has exited
+                if notice is not None:
+                    ready, _, _ = select.select([notice], [], [], DEADLOCK_TIMEOUT)
+                    os.close(notice)
+                    assert ready, "a worker outlived its killed parent"
+        finally:
+            parent.stdin.close()  # the forked child exits
+
+
+def _exit_notice(pid: int) -> int | None:
+    """A pidfd of ``pid`` (readable when it exits), or None if it is gone already."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
 
 
 def test_runs_in_other_threads_survive_the_first_async_run(tmp_path: Path) -> None:

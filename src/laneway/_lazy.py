@@ -2,8 +2,9 @@
 
 laneway's shared thread pool, process pool and event loop are each made the first time
 a run needs them, from whichever thread, exactly once.  A forked child forgets its
-parent's instance (the threads behind it did not survive the fork) and makes its own
-when it needs one.
+parent's instance (the threads behind it did not survive the fork), after letting it
+drop what the child must not keep (``in_forked_child``), and makes its own when it
+needs one.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ T = TypeVar("T")
 class ProcessWide(Generic[T]):
     """A lazily made, process-wide instance of ``make()``."""
 
-    def __init__(self, make: Callable[[], T]) -> None:
+    def __init__(self, make: Callable[[], T],
+                 in_forked_child: Callable[[T], None] | None = None) -> None:
         self._make = make
+        self._in_forked_child = in_forked_child
         self._value: T | None = None
         self._lock = threading.Lock()
         os.register_at_fork(after_in_child=self._forget)
@@ -45,5 +48,7 @@ class ProcessWide(Generic[T]):
         return value
 
     def _forget(self) -> None:
+        if self._value is not None and self._in_forked_child is not None:
+            self._in_forked_child(self._value)
         self._value = None
         self._lock = threading.Lock()

@@ -9,9 +9,11 @@ instead of after.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
+import threading
 
 __all__ = ["WORKER_MODULE", "start_early", "start_method"]
 
@@ -50,8 +52,20 @@ def start_early() -> None:
 
 
 def _forget_after_fork() -> None:
+    """A child forked from this process (``os.fork``) cannot use the parent's fork
+    server: multiprocessing would wait for a process that is not its child
+    (``ChildProcessError``).  It forgets it, and starts its own when it needs one; the
+    parent's server lives on (only the child's copy of its "alive" pipe is closed)."""
     global _started
     _started = False
+    server = getattr(sys.modules.get("multiprocessing.forkserver"), "_forkserver", None)
+    if server is None or getattr(server, "_forkserver_pid", None) is None:
+        return  # (no fork server here: this may be one of its own workers)
+    with contextlib.suppress(OSError, TypeError):
+        os.close(server._forkserver_alive_fd)
+    server._forkserver_pid = server._forkserver_address = None
+    server._forkserver_alive_fd = server._inherited_fds = None
+    server._lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

@@ -34,6 +34,7 @@ import io
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.process
 import pickle
 import queue
 import select
@@ -391,6 +392,23 @@ class ProcessPool:
         self._alive_w.close()
 
     # -- workers --------------------------------------------------------------------------
+
+    def abandon_in_forked_child(self) -> None:
+        """In a child forked from this process (``os.fork``): drop the child's copies of
+        the pool's pipes, leaving the workers to the parent.  Kept, the copy of the pipe
+        the workers watch would keep them alive after the parent died, for as long as
+        the child lives; and multiprocessing would try to join them at the child's
+        exit ("can only join a child process")."""
+        children = getattr(multiprocessing.process, "_children", None)
+        for worker in self._workers:
+            with contextlib.suppress(OSError):
+                worker.conn.close()
+            worker.progress.close()
+            if isinstance(children, set):
+                children.discard(worker.process)
+        for end in (self._wakeup_r, self._wakeup_w, self._alive_r, self._alive_w):
+            with contextlib.suppress(OSError):
+                end.close()
 
     def _spawn_locked(self) -> None:
         parent_end, child_end = self._ctx.Pipe(duplex=True)
@@ -804,7 +822,8 @@ def _new_default_pool() -> ProcessPool:
     return ProcessPool()
 
 
-_default: ProcessWide[ProcessPool] = ProcessWide(_new_default_pool)
+_default: ProcessWide[ProcessPool] = ProcessWide(
+    _new_default_pool, in_forked_child=lambda pool: pool.abandon_in_forked_child())
 
 
 def default_pool() -> ProcessPool:
