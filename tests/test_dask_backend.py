@@ -198,3 +198,13 @@ def test_a_dask_call_made_inside_a_dask_task_does_not_deadlock(client: Any) -> N
     inner tasks find threads: 4 outer items on a 2-thread cluster finish."""
     assert laneway.parallel_map(nested_dask_call, range(4), backend="dask", chunksize=1,
                                 timeout=60) == [10] * 4
+
+
+def test_a_dask_call_inside_a_task_on_a_worker_process_finds_the_workers_client() -> None:
+    """On a cluster of worker processes (how real clusters run) there is no default
+    client inside a task: the call uses the worker's own (``distributed.get_client``)."""
+    with distributed.LocalCluster(processes=True, n_workers=1, threads_per_worker=2,
+                                  dashboard_address=":0") as local, \
+            distributed.Client(local):
+        assert laneway.parallel_map(nested_dask_call, range(2), backend="dask", chunksize=1,
+                                    timeout=60) == [10] * 2

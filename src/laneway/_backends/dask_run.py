@@ -55,6 +55,12 @@ def current_client() -> Any:
         return distributed.default_client()
     except ValueError:
         pass
+    try:
+        distributed.get_worker()
+    except ValueError:
+        pass
+    else:  # inside a Dask task on a worker process: no default client there
+        return distributed.get_client()
     address = os.environ.get(ADDRESS_VARIABLE, "").strip()
     if not address:
         msg = ("backend='dask' needs a Dask client: run the call inside "
