@@ -118,6 +118,14 @@ def cpu_pid_then_block(path: str) -> None:
     threading.Event().wait(DEADLOCK_TIMEOUT)  # blocks until stopped
 
 
+def test_arun_concurrently_of_nothing_and_of_a_non_task() -> None:
+    """No tasks: [] (as run_concurrently); a non-callable is refused under its own name."""
+    assert asyncio.run(laneway.arun_concurrently()) == []
+    with pytest.raises(TypeError, match=r"^arun_concurrently\(\) argument #0 must be a "
+                                        r"callable or a laneway.task\(...\), got 42"):
+        asyncio.run(laneway.arun_concurrently(42))  # type: ignore[arg-type]
+
+
 def test_arun_concurrently_numbers_tasks_as_given() -> None:
     """A failing non-coroutine task is named by its position in the call."""
     with pytest.raises(ValueError, match="boom") as info:

@@ -4,6 +4,7 @@ on laneway's event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 
@@ -213,6 +214,27 @@ def test_a_coroutines_own_timeout_error_is_not_a_task_timeout() -> None:
     got = laneway.parallel_map(own_timeout, range(3), task_timeout=30, errors="return")
     assert got[0] == 0 and got[2] == 2
     assert type(got[1]) is TimeoutError and "service timed out" in str(got[1])
+
+
+async def ignores_cancellation(x: int) -> int:
+    if x == 1:
+        for _ in range(3):
+            with contextlib.suppress(asyncio.CancelledError):  # swallowed: it goes on
+                await asyncio.sleep(0.1)  # task work, past its task_timeout
+    return x
+
+
+def test_a_coroutine_that_swallows_its_cancellation_still_overran() -> None:
+    """An item cancelled at task_timeout that catches the cancellation and returns late
+    gets TaskTimeoutError (its late value dropped), on the async backend and in amap."""
+    got = laneway.parallel_map(ignores_cancellation, range(3), backend="async",
+                               task_timeout=0.05, errors="return")
+    assert got[0] == 0 and got[2] == 2
+    assert isinstance(got[1], laneway.TaskTimeoutError) and "ended late" in str(got[1])
+    got = asyncio.run(laneway.amap(ignores_cancellation, range(3), task_timeout=0.05,
+                                   errors="return"))
+    assert got[0] == 0 and got[2] == 2
+    assert isinstance(got[1], laneway.TaskTimeoutError) and got[1].index == 1
 
 
 async def leaf(x: int) -> int:

@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from ._api import _checked
+from ._backends.aio import call_within
 from ._concurrent import Task, _as_task, _Concurrent
-from ._errors import Failure, TaskTimeoutError
+from ._errors import Failure
 from ._hints import Kind, is_coroutine_function
 from ._options import BackendName, ErrorPolicy, Progress, RunOptions
 from ._progress import make_reporter
@@ -129,17 +130,7 @@ async def _map_on_loop(fn: Callable[[Any], Awaitable[Any]], iterable: Iterable[A
         try:
             if options.task_timeout is None:
                 return index, await fn(item), None
-            deadline = asyncio.timeout(options.task_timeout)
-            try:
-                async with deadline:
-                    return index, await fn(item), None
-            except TimeoutError:
-                if not deadline.expired():
-                    raise  # the coroutine's own TimeoutError: its failure
-                raise TaskTimeoutError(
-                    f"{name}(item #{index}) ran longer than "
-                    f"task_timeout={options.task_timeout}s and was cancelled",
-                    index=index, seconds=options.task_timeout) from None
+            return index, await call_within(fn, item, options.task_timeout, name, index), None
         except Exception as exc:
             return index, None, Failure(exc)
 
@@ -205,7 +196,10 @@ async def arun_concurrently(*tasks: Task[Any] | Callable[[], Any],
         ['hi', 2]
     """
     options = RunOptions.validate(timeout=timeout, errors=errors)
-    normalized = [_as_task(position, value) for position, value in enumerate(tasks)]
+    normalized = [_as_task(position, value, "arun_concurrently")
+                  for position, value in enumerate(tasks)]
+    if not normalized:
+        return []
     on_loop = [k for k, t in enumerate(normalized) if is_coroutine_function(t.fn)]
     # The other tasks: one run_concurrently, numbered as in this call, on a helper thread.
     others = _Concurrent(normalized, RunOptions.validate(errors=errors),

@@ -94,12 +94,12 @@ class _CallWith:
         return self.fn(*args, **kwargs)
 
 
-def _as_task(position: int, value: object) -> Task[Any]:
+def _as_task(position: int, value: object, entry: str = "run_concurrently") -> Task[Any]:
     if isinstance(value, Task):
         return value
     if callable(value):
         return Task(value)
-    msg = (f"run_concurrently() argument #{position} must be a callable or a "
+    msg = (f"{entry}() argument #{position} must be a callable or a "
            f"laneway.task(...), got {describe_value(value)}")
     raise TypeError(msg)
 

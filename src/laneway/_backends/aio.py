@@ -28,8 +28,8 @@ from .._chunks import Batch, Chunk
 from .._errors import Failure, LanewayError, TaskTimeoutError
 from .._lazy import ProcessWide
 
-__all__ = ["IMPORTED", "AsyncRun", "EventLoopThread", "default_loop", "hold_shared_loop",
-           "on_a_laneway_loop"]
+__all__ = ["IMPORTED", "AsyncRun", "EventLoopThread", "call_within", "default_loop",
+           "hold_shared_loop", "on_a_laneway_loop"]
 
 
 class EventLoopThread:
@@ -184,17 +184,8 @@ class AsyncRun:
             try:
                 if self._task_timeout is None:
                     return await self._fn(item), None
-                deadline = asyncio.timeout(self._task_timeout)
-                try:
-                    async with deadline:
-                        return await self._fn(item), None
-                except TimeoutError:
-                    if not deadline.expired():
-                        raise  # the coroutine's own TimeoutError: its failure
-                    return None, Failure(TaskTimeoutError(
-                        f"{self._name}(item #{index}) ran longer than "
-                        f"task_timeout={self._task_timeout}s and was cancelled",
-                        index=index, seconds=self._task_timeout))
+                return await call_within(self._fn, item, self._task_timeout, self._name,
+                                         index), None
             except asyncio.CancelledError:
                 if self._closed:  # the run is being cancelled: let the task end
                     raise
@@ -205,6 +196,29 @@ class AsyncRun:
                     f"(asyncio.CancelledError)"))
             except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the loop
                 return None, Failure(exc)  # is shared, so only this item fails
+
+
+async def call_within(fn: Callable[[Any], Awaitable[Any]], item: Any, seconds: float,
+                      name: str, index: int) -> Any:
+    """``await fn(item)``, cancelled after ``seconds`` (``TaskTimeoutError``).
+
+    The coroutine's own ``TimeoutError`` stays its own.  A coroutine that catches the
+    cancellation and ends anyway, late, overran all the same: ``TaskTimeoutError``, its
+    value dropped."""
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            value = await fn(item)
+    except TimeoutError:
+        if not deadline.expired():
+            raise  # the coroutine's own TimeoutError: its failure
+        how = "and was cancelled"
+    else:
+        if not deadline.expired():
+            return value
+        how = "; it was cancelled, but caught that and ended late (its result is dropped)"
+    raise TaskTimeoutError(f"{name}(item #{index}) ran longer than task_timeout={seconds}s "
+                           f"{how}", index=index, seconds=seconds)
 
 
 IMPORTED = True
