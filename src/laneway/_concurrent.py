@@ -166,7 +166,7 @@ class _Concurrent:
             run = self.process_runs.get(id(fn))
             if run is None:
                 cpus = max(1, min(len(indices), _router_cpus()))
-                run = default_pool().open_run(_CallWith(fn), self.sink, cpus)
+                run = default_pool().open_run(_CallWith(fn), self.sink, cpus, unit="task")
                 self.process_runs[id(fn)] = run
         except TypeError:  # the function cannot be pickled: threads it is
             return False

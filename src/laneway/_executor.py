@@ -234,7 +234,8 @@ class Executor(futures.Executor):
 
         workers = min(self._max_workers or _cpus(), _cpus())
         try:
-            run = default_pool().open_run(_CallWith(fn), self._sink, workers, group=self)
+            run = default_pool().open_run(_CallWith(fn), self._sink, workers, group=self,
+                                          unit="call")
         except TypeError:
             return False  # cannot be pickled: threads instead
         ident = next(self._ids)

@@ -202,8 +202,9 @@ class ProcessRun:
 
     def __init__(self, pool: ProcessPool, fn: Callable[[Any], Any], sink: queue.SimpleQueue[Any],
                  workers: int, task_timeout: float | None = None,
-                 group: object | None = None) -> None:
+                 group: object | None = None, unit: str = "item") -> None:
         self.pool = pool
+        self.unit = unit
         self.group = self if group is None else group
         self.task_timeout = task_timeout
         self.fn = fn
@@ -300,10 +301,12 @@ class ProcessPool:
 
     def open_run(self, fn: Callable[[Any], Any], sink: queue.SimpleQueue[Any],
                  workers: int, task_timeout: float | None = None,
-                 group: object | None = None) -> ProcessRun:
+                 group: object | None = None, unit: str = "item") -> ProcessRun:
         """Prepare a run (pickles ``fn`` once) and make sure ``workers`` workers exist;
-        runs opened with the same ``group`` share that worker limit."""
-        run = ProcessRun(self, fn, sink, workers, task_timeout, group)
+        runs opened with the same ``group`` share that worker limit.  ``unit`` is what
+        messages call one of its items ("call" for an Executor's, "task" for
+        run_concurrently's)."""
+        run = ProcessRun(self, fn, sink, workers, task_timeout, group, unit)
         with self._lock:
             if self._closed:
                 msg = "the laneway process pool has been shut down"
@@ -704,7 +707,7 @@ class ProcessPool:
         index = job.start + position
         seconds = run.task_timeout
         error = TaskTimeoutError(
-            f"{run.fn_name}(item #{index}) ran longer than task_timeout={seconds}s; its "
+            f"{run.fn_name}({run.unit} #{index}) ran longer than task_timeout={seconds}s; its "
             f"worker process was stopped and replaced. Other items were not affected.",
             index=index, seconds=seconds,
         )
@@ -717,17 +720,18 @@ class ProcessPool:
         pid = worker.process.pid
         how = exit_description(exitcode)
         if first == last:
-            what = f"{run.fn_name}(item #{first}). Other items were not affected"
+            what = f"{run.fn_name}({run.unit} #{first}). Other {run.unit}s were not affected"
         elif job.flags & m.TIMED:  # one item per step, handed in every ~2 ms
             what = (f"{run.fn_name} on items #{first}-#{last}: item #{last} was running, "
                     f"and the others had finished but not yet been handed in (with "
                     f"task_timeout, results are sent every ~2 ms), so their results were "
                     f"lost with it. Other items were not affected")
         else:
-            what = (f"{run.fn_name} on items #{first}-#{last}, which ran as one small "
-                    f"group because each takes less than about 2 ms: one of them "
-                    f"crashed it, and the group's results were lost with it. Other items "
-                    f"were not affected")
+            what = (f"{run.fn_name} on items #{first}-#{last}, a small group run in one "
+                    f"step (each item takes less than about 2 ms): one of them crashed "
+                    f"it, and the group's results were lost with it (the items before "
+                    f"that one ran, those after it did not start; which one it was is "
+                    f"not known). Other items were not affected")
 
         def crashed(index: int) -> WorkerCrashedError:
             return WorkerCrashedError(
