@@ -8,6 +8,8 @@ import os
 import pickle
 import threading
 from collections.abc import Iterator
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -325,8 +327,42 @@ def test_bad_fn_and_iterable_are_refused() -> None:
     """A non-callable fn or a non-iterable input is a TypeError naming it."""
     with pytest.raises(TypeError, match="argument fn must be callable, got 42"):
         laneway.parallel_map(42, [1])  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="argument iterable must be iterable, got int"):
+    with pytest.raises(TypeError, match=r"argument iterable must be iterable \(a list, a "
+                                        r"generator...\), got 5 \(int\)"):
         laneway.imap(square, 5)  # type: ignore[arg-type]
+
+
+def test_numbers_of_any_numeric_type_are_accepted() -> None:
+    """workers/chunksize take any integer type (numpy's: ``__index__``); timeouts any real
+    number (Fraction, Decimal); a timeout too large for a float is no limit."""
+    numpy = pytest.importorskip("numpy")
+    assert laneway.parallel_map(square, range(4), backend="thread", workers=numpy.int64(2),
+                                chunksize=numpy.int32(1)) == [0, 1, 4, 9]
+    for seconds in (Fraction(60, 1), Decimal("60"), numpy.float64(60.0), 10**400):
+        assert laneway.parallel_map(square, [3], backend="thread", timeout=seconds,
+                                    task_timeout=seconds) == [9]
+    with pytest.raises(ValueError, match=r"^timeout must be a positive number of seconds "
+                                         r"or None, got -1/2$"):
+        laneway.parallel_map(square, [3], timeout=Fraction(-1, 2))
+    with pytest.raises(ValueError, match="task_timeout must be a positive number"):
+        laneway.parallel_map(square, [3], task_timeout=-(10**400))
+    with pytest.raises(TypeError, match=r"^timeout must be a positive number of seconds "
+                                        r"or None, got '1' \(str\)$"):
+        laneway.parallel_map(square, [3], timeout="1")  # type: ignore[arg-type]
+
+
+def test_a_progress_callable_that_cannot_take_done_and_total_is_refused() -> None:
+    """progress is called as progress(done, total): a callable that cannot be is refused
+    before anything runs, not after items ran."""
+    ran: list[int] = []
+    with pytest.raises(TypeError, match=r"progress must be True, False or a callable "
+                                        r"taking \(done, total\), got <function"):
+        laneway.parallel_map(ran.append, [1], progress=lambda done: None)  # type: ignore[arg-type]
+    assert ran == []
+    seen: list[tuple[int, int | None]] = []
+    laneway.parallel_map(square, [1, 2], backend="serial",
+                         progress=lambda *counts: seen.append(counts))
+    assert seen[-1] == (2, 2)
 
 
 def test_dask_without_a_cluster_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:

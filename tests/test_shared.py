@@ -406,7 +406,13 @@ def test_dict_bad_arguments() -> None:
     """A non-mapping, non-iterable argument, and an unhashable key, raise TypeError."""
     with pytest.raises(TypeError, match="argument items must be a mapping"):
         SharedDict(5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"pairs, but its element #1 is \[3\] \(list\)$"):
+        SharedDict([(1, 2), [3]])  # type: ignore[list-item]
     table: SharedDict[Any, int] = SharedDict()
+    with pytest.raises(TypeError, match=r"^SharedDict.update\(\) argument must be a mapping "
+                                        r"or an iterable of \(key, value\) pairs"):
+        table.update([(1, 2, 3)])
+    assert table.copy() == {}
     with pytest.raises(TypeError, match=r"cannot use \[1\] \(list\) as a key"):
         table[[1]] = 1
 

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar, overload
 
+from ._errors import describe_value
 from ._hints import Kind, hinted_kind, is_coroutine_function
 from ._options import BackendName, ErrorPolicy, Progress, RunOptions, validate_callable
 from ._run import Run, total_of
@@ -67,8 +68,8 @@ def _checked(entry: str, fn: Callable[[Any], Any], iterable: Iterable[Any],
     function to run (coroutine functions wrapped) and the options."""
     validate_callable(f"{entry}() argument fn", fn)
     if not isinstance(iterable, Iterable):
-        msg = (f"{entry}() argument iterable must be iterable, got "
-               f"{type(iterable).__qualname__}")
+        msg = (f"{entry}() argument iterable must be iterable (a list, a generator...), "
+               f"got {describe_value(iterable)}")
         raise TypeError(msg)
     options = RunOptions.validate(**keywords)
     return (_AwaitEach(fn) if is_coroutine_function(fn) else fn), options

@@ -7,6 +7,7 @@ Each check names the parameter, the value received and what is accepted, and rai
 from __future__ import annotations
 
 import math
+import operator
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,11 +95,14 @@ def _choice(name: str, value: object, accepted: tuple[str, ...], *, allow_none: 
 
 
 def _positive_int(name: str, value: object) -> int | None:
+    """A positive int: any integer type (``numpy.int64`` too, through ``__index__``) but
+    ``bool``."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
         msg = f"{name} must be a positive int or None, got {describe_value(value)}"
         raise TypeError(msg)
+    value = operator.index(value)  # type: ignore[arg-type]
     if value < 1:
         msg = f"{name} must be a positive int or None, got {value}"
         raise ValueError(msg)
@@ -117,15 +121,21 @@ def bounded_wait(seconds: float | None) -> float | None:
 
 
 def _seconds(name: str, value: object) -> float | None:
+    """Positive seconds: any real number (``Fraction``, ``Decimal`` and numpy's too) but
+    ``bool``; one too large for a float (``10**400``) is no limit, as ``inf`` is."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not hasattr(type(value), "__float__"):
         msg = f"{name} must be a positive number of seconds or None, got {describe_value(value)}"
         raise TypeError(msg)
-    if not value > 0 or math.isnan(value):
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        seconds = math.inf if value > 0 else -math.inf  # type: ignore[operator]
+    if not seconds > 0 or math.isnan(seconds):
         msg = f"{name} must be a positive number of seconds or None, got {value}"
         raise ValueError(msg)
-    return float(value)
+    return seconds
 
 
 def _bool(name: str, value: object) -> bool:
@@ -136,9 +146,26 @@ def _bool(name: str, value: object) -> bool:
 
 
 def _progress(value: object) -> Progress:
-    if isinstance(value, bool) or callable(value):
+    if isinstance(value, bool):
+        return value
+    if callable(value) and _takes_two_arguments(value):
         return cast("Progress", value)
     msg = (f"progress must be True, False or a callable taking (done, total), "
            f"got {describe_value(value)}")
     raise TypeError(msg)
+
+
+def _takes_two_arguments(fn: Callable[..., object]) -> bool:
+    """Whether ``fn(done, total)`` binds (True when the signature cannot be read)."""
+    import inspect
+
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    try:
+        signature.bind(0, None)
+    except TypeError:
+        return False
+    return True
 

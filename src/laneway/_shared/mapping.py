@@ -97,7 +97,7 @@ class SharedDict(_Shared, MutableMapping[K, V]):
             msg = (f"SharedDict() argument items must be a mapping or an iterable of "
                    f"(key, value) pairs, got {describe_value(items)}")
             raise TypeError(msg)
-        for key, value in pairs:
+        for key, value in _pairs(pairs, "SharedDict() argument items"):
             _key_pickle(key, "SharedDict")
             self._data[key] = _stored(value, "SharedDict", key)
         super().__init__()
@@ -316,7 +316,7 @@ class SharedDict(_Shared, MutableMapping[K, V]):
         elif hasattr(other, "keys"):
             pairs = [(key, other[key]) for key in other.keys()]  # noqa: SIM118
         else:
-            pairs = list(other)
+            pairs = _pairs(other, "SharedDict.update() argument")
         pairs.extend(kwargs.items())
         prepared = [(key, _key_pickle(key, "SharedDict"),
                      _stored(value, "SharedDict", key))
@@ -511,3 +511,18 @@ def _set_record(key: object, key_pickle: bytes | None, stored: object) -> bytes:
 def _delete_record(key: object) -> bytes:
     key_pickle = pickle.dumps(key, _PROTOCOL)
     return _REC.pack(_DEL, len(key_pickle), 0) + key_pickle
+
+
+def _pairs(items: Iterable[Any], where: str) -> list[tuple[Any, Any]]:
+    """The (key, value) pairs of ``items``; a TypeError naming the element that is not
+    one (as ``dict()`` takes them: any 2-item iterable)."""
+    pairs = []
+    for position, pair in enumerate(items):
+        try:
+            key, value = pair
+        except (TypeError, ValueError):
+            msg = (f"{where} must be a mapping or an iterable of (key, value) pairs, but "
+                   f"its element #{position} is {describe_value(pair)}")
+            raise TypeError(msg) from None
+        pairs.append((key, value))
+    return pairs
