@@ -1,4 +1,5 @@
-"""Static typing checks for laneway's hint decorators; type-checked by test_hints.py, never run.
+"""Static typing checks for laneway's hint decorators and map functions; type-checked by
+test_hints.py, never run.
 
 Every ``# type: ignore[...]`` marks a call that must be rejected: ``mypy --strict`` turns on
 ``warn_unused_ignores``, so if a decorator ever loosened a signature to ``Any`` the ignore
@@ -8,9 +9,10 @@ would become unused and the check would fail.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, assert_type
 
+from laneway import amap, imap, parallel_map
 from laneway._hints import KINDS, Kind, cpu_bound, hinted_kind, io_bound
 
 
@@ -92,3 +94,16 @@ def _checks() -> None:
 
     assert_type(hinted_kind(bare), Kind | None)
     assert_type(KINDS, tuple[Kind, ...])
+
+
+def map_results() -> None:
+    """The result types follow the function's, awaited for coroutine functions."""
+    assert_type(parallel_map(fetch_called, ["u"]), list[str])
+    assert_type(parallel_map(afetch, ["u"]), list[bytes])
+    assert_type(imap(fetch_called, ["u"]), Iterator[str])
+    assert_type(imap(afetch, ["u"]), Iterator[bytes])
+
+
+async def amap_results() -> None:
+    assert_type(await amap(fetch_called, ["u"]), list[str])
+    assert_type(await amap(afetch, ["u"]), list[bytes])

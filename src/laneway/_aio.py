@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from ._api import _checked
 from ._backends.aio import call_within
@@ -32,9 +32,22 @@ from ._run import Run, total_of
 __all__ = ["amap", "arun_concurrently"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 
+@overload
+async def amap(fn: Callable[[T], Awaitable[R]], iterable: Iterable[T], *,
+               kind: Kind | None = ..., backend: BackendName | None = ...,
+               workers: int | None = ..., chunksize: int | None = ..., ordered: bool = ...,
+               timeout: float | None = ..., task_timeout: float | None = ...,
+               errors: ErrorPolicy = ..., progress: Progress = ...) -> list[R]: ...
+@overload
+async def amap(fn: Callable[[T], R], iterable: Iterable[T], *,
+               kind: Kind | None = ..., backend: BackendName | None = ...,
+               workers: int | None = ..., chunksize: int | None = ..., ordered: bool = ...,
+               timeout: float | None = ..., task_timeout: float | None = ...,
+               errors: ErrorPolicy = ..., progress: Progress = ...) -> list[R]: ...
 async def amap(fn: Callable[[T], Any], iterable: Iterable[T], *, kind: Kind | None = None,
                backend: BackendName | None = None, workers: int | None = None,
                chunksize: int | None = None, ordered: bool = True,
