@@ -6,6 +6,7 @@ import itertools
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 
 import pytest
@@ -84,6 +85,36 @@ def test_map_is_lazy_over_infinite_input(executor: futures.Executor) -> None:
     """map does not consume an infinite iterable up front."""
     squares = executor.map(lambda x: x * x, itertools.count())
     assert list(itertools.islice(squares, 5)) == [0, 1, 4, 9, 16]
+
+
+def test_map_refills_its_window_as_each_result_is_taken() -> None:
+    """2 x max_workers calls are in flight; taking a result submits one more at once."""
+    pulled: list[int] = []
+
+    def inputs() -> Iterator[int]:
+        for x in itertools.count():
+            pulled.append(x)
+            yield x
+
+    with laneway.Executor(max_workers=2) as pool:
+        results = pool.map(mul, inputs(), itertools.repeat(2))
+        assert len(pulled) == 4
+        assert next(results) == 0
+        assert len(pulled) == 5
+        results.close()  # type: ignore[attr-defined]
+
+
+def test_map_refuses_bad_arguments_by_name(executor: futures.Executor) -> None:
+    """Non-iterables, a timeout that is not a number, a chunksize below 1: named errors."""
+    with pytest.raises(TypeError, match=r"map\(\) argument #2 after fn must be iterable, "
+                                        r"got 5 \(int\)"):
+        executor.map(mul, [1], 5)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="map\\(\\) argument timeout must be a number"):
+        executor.map(mul, [1], [2], timeout="1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="map\\(\\) argument timeout must be a number"):
+        executor.map(mul, [1], [2], timeout=float("nan"))
+    with pytest.raises(ValueError, match="map\\(\\) argument chunksize must be a positive"):
+        executor.map(mul, [1], [2], chunksize=0)
 
 
 def test_map_timeout(executor: futures.Executor) -> None:

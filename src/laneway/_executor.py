@@ -18,6 +18,7 @@ and never consumes an infinite iterable up front), and ``Future.cancel()`` on a 
 from __future__ import annotations
 
 import itertools
+import math
 import queue
 import threading
 import time
@@ -93,6 +94,24 @@ def _dispatch(executor_ref: weakref.ref[Executor], sink: queue.SimpleQueue[Batch
         if batch is _STOP or executor is None or executor._deliver(batch):
             return
         del executor
+
+
+def _check_map_numbers(timeout: object, chunksize: object) -> None:
+    """``Executor.map``'s ``timeout`` (any number, as the standard library's: 0 or less
+    means only results already there) and ``chunksize`` (accepted and ignored)."""
+    if timeout is not None:
+        msg = (f"map() argument timeout must be a number of seconds or None, got "
+               f"{describe_value(timeout)}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(msg)
+        if math.isnan(timeout):
+            raise ValueError(msg)
+    msg = (f"map() argument chunksize must be a positive int (it is accepted for "
+           f"compatibility and ignored), got {describe_value(chunksize)}")
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+        raise TypeError(msg)
+    if chunksize < 1:
+        raise ValueError(msg)
 
 
 class Executor(futures.Executor):
@@ -299,6 +318,12 @@ class Executor(futures.Executor):
         if not callable(fn):
             msg = f"map() argument fn must be callable, got {describe_value(fn)}"
             raise TypeError(msg)
+        for position, iterable in enumerate(iterables, 1):
+            if not isinstance(iterable, Iterable):
+                msg = (f"map() argument #{position} after fn must be iterable, got "
+                       f"{describe_value(iterable)}")
+                raise TypeError(msg)
+        _check_map_numbers(timeout, chunksize)
         deadline = None if timeout is None else time.monotonic() + timeout
         window = 2 * (self._max_workers or max(_cpus(), 1))
         calls = zip(*iterables, strict=False)
@@ -321,8 +346,8 @@ class Executor(futures.Executor):
                     except BaseException:
                         future.cancel()  # timed out on it (or interrupted): as the stdlib
                         raise
+                    more()  # the window refills as soon as a result is taken
                     yield value
-                    more()
             finally:
                 for future in pending:
                     future.cancel()
