@@ -446,8 +446,9 @@ class Run:
             except queue.Empty:
                 if deadline is not None and time.monotonic() >= deadline:
                     msg = (f"{self.fn_name} did not finish within "
-                           f"timeout={self.options.timeout}s: {done} of {dispatched} items "
-                           f"started so far were delivered; the rest were cancelled")
+                           f"timeout={self.options.timeout}s: {done} of the {dispatched} "
+                           f"items started so far were delivered in time; the others were "
+                           f"cancelled, or dropped if they ended too late")
                     raise TimeoutError(msg) from None
 
     def _first_failure(self, batch: Batch) -> BaseException:
