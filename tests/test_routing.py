@@ -185,8 +185,8 @@ def test_classify_propagates_the_call_error() -> None:
         laneway.classify(divmod, 1, 0)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
+def _cli(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, **variables)
     package_root = str(Path(laneway.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "laneway", *args], capture_output=True,
@@ -198,6 +198,8 @@ def test_cli_info_and_classify() -> None:
     info = _cli("info")
     assert info.returncode == 0
     assert "available_cpus()" in info.stdout and "start method" in info.stdout
+    capped = _cli("info", LANEWAY_MAX_WORKERS="8").stdout
+    assert "at most 8 (measured)" in capped and "unmeasured I/O   8 " in capped, capped
     classified = _cli("classify", "time:sleep", "0.02")
     assert classified.returncode == 0
     assert "kind 'io', backend 'thread'" in classified.stdout

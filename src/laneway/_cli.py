@@ -61,10 +61,13 @@ def _positive_int(text: str) -> int:
 
 def _info() -> int:
     from ._backends.process.launch import start_method
-    from ._router import IO_THREADS_HINTED, IO_THREADS_MAX
+    from ._router import IO_THREADS_HINTED, IO_THREADS_MAX, _env_max_workers
 
     cpus = available_cpus()
     gil = _context.gil_enabled()
+    cap = _env_max_workers()  # (every default pool size, threads for I/O included)
+    io_most = IO_THREADS_MAX if cap is None else min(cap, IO_THREADS_MAX)
+    unmeasured = IO_THREADS_HINTED if cap is None else min(cap, IO_THREADS_HINTED)
     rows = [
         ("python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("os.cpu_count()", str(os.cpu_count())),
@@ -73,9 +76,9 @@ def _info() -> int:
         ("process start method", start_method()),
         ("process pool size", str(cpus)),
         ("threads for CPU/native work", str(cpus)),
-        ("threads for I/O", f"{cpus} x (1 + wait/compute), at most {IO_THREADS_MAX} "
+        ("threads for I/O", f"{cpus} x (1 + wait/compute), at most {io_most} "
                             f"(measured)"),
-        ("threads for unmeasured I/O", f"{IO_THREADS_HINTED} (with task_timeout)"),
+        ("threads for unmeasured I/O", f"{unmeasured} (with task_timeout)"),
         ("LANEWAY_BACKEND", os.environ.get("LANEWAY_BACKEND") or "(unset)"),
         ("LANEWAY_MAX_WORKERS", os.environ.get("LANEWAY_MAX_WORKERS") or "(unset)"),
     ]
