@@ -237,6 +237,25 @@ def test_a_coroutine_that_swallows_its_cancellation_still_overran() -> None:
     assert isinstance(got[1], laneway.TaskTimeoutError) and got[1].index == 1
 
 
+async def stops_the_loop(x: int) -> int:
+    if x == 1:
+        asyncio.get_running_loop().stop()
+    await asyncio.sleep(0.05)  # task work; the loop stops before it ends
+    return x
+
+
+def test_a_coroutine_that_stops_the_loop_fails_the_items_dropped_with_it() -> None:
+    """Stopping laneway's loop drops what ran on it: those items fail with a LanewayError
+    that says so (the call used to wait for them forever), and the next call gets a new
+    loop."""
+    got = laneway.parallel_map(stops_the_loop, range(4), backend="async", errors="return",
+                               timeout=DEADLOCK_TIMEOUT)
+    assert all(isinstance(g, laneway.LanewayError) for g in got), got
+    assert "event loop stopped before these items ended" in str(got[1])
+    assert laneway.parallel_map(double_later, range(3), backend="async",
+                                timeout=DEADLOCK_TIMEOUT) == [0, 2, 4]
+
+
 async def leaf(x: int) -> int:
     await asyncio.sleep(0)
     return x

@@ -37,6 +37,8 @@ class EventLoopThread:
 
     def __init__(self, name: str = "laneway-async") -> None:
         self.loop = asyncio.new_event_loop()
+        self._ended: list[Callable[[], None]] | None = []  # None once ended (under lock)
+        self._ended_lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, daemon=True, name=name)
         self._thread.start()
 
@@ -46,11 +48,42 @@ class EventLoopThread:
         try:
             self.loop.run_forever()
         finally:
+            with self._ended_lock:
+                listeners, self._ended = self._ended or [], None
+            for listener in listeners:  # what was left on the loop will never run
+                listener()
+            self._cancel_leftovers()
             self.loop.close()
 
+    def _cancel_leftovers(self) -> None:
+        """Cancel the tasks a stopped loop left (their runs were told): let them end
+        briefly, rather than be destroyed pending at exit."""
+        leftovers = asyncio.all_tasks(self.loop)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            with contextlib.suppress(BaseException):
+                self.loop.run_until_complete(asyncio.wait(leftovers, timeout=1.0))
+
+    def when_ended(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` once the loop has stopped for good (a task may stop it:
+        ``asyncio.get_running_loop().stop()``), or at once if it has."""
+        with self._ended_lock:
+            if self._ended is not None:
+                self._ended.append(listener)
+                return
+        listener()
+
+    def forget(self, listener: Callable[[], None]) -> None:
+        """Drop a listener given to :meth:`when_ended` (its run is over)."""
+        with self._ended_lock:
+            if self._ended is not None and listener in self._ended:
+                self._ended.remove(listener)
+
     def is_alive(self) -> bool:
-        """Whether the loop's thread still runs."""
-        return self._thread.is_alive()
+        """Whether the loop still serves (its thread runs, and the loop was not stopped)."""
+        with self._ended_lock:
+            return self._ended is not None and self._thread.is_alive()
 
     def stop(self) -> None:
         """Stop the loop (what is scheduled on it is dropped) and let the thread end."""
@@ -122,6 +155,10 @@ class AsyncRun:
         self._limit = asyncio.Semaphore(workers)  # (binds to the loop at first use)
         self._tasks: set[asyncio.Task[None]] = set()  # touched on the loop thread only
         self._closed = False
+        self._unfinished: dict[int, Chunk] = {}  # submitted, no batch yet (under _lock)
+        self._loop_ended = False
+        self._lock = threading.Lock()
+        self._watching = False
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:
@@ -132,11 +169,46 @@ class AsyncRun:
         return self._private.loop
 
     def submit(self, chunk: Chunk) -> None:
-        """Start the chunk's items on the loop; one batch arrives when all have ended."""
-        self._loop.call_soon_threadsafe(self._start, chunk)
+        """Start the chunk's items on the loop; one batch arrives when all have ended
+        (or, if the loop stops before, a batch of failures)."""
+        loop = self._loop
+        if not self._watching:  # (submit and close are called from the run's thread only)
+            self._watching = True
+            assert self._loop_thread is not None
+            self._loop_thread.when_ended(self._on_loop_ended)
+        with self._lock:
+            if not self._loop_ended:
+                self._unfinished[chunk.id] = chunk
+                with contextlib.suppress(RuntimeError):  # closed: _on_loop_ended has it
+                    loop.call_soon_threadsafe(self._start, chunk)
+                return
+        self._fail(chunk)
+
+    @property
+    def _loop_thread(self) -> EventLoopThread | None:
+        return self._shared if self._shared is not None else self._private
+
+    def _on_loop_ended(self) -> None:
+        with self._lock:
+            self._loop_ended = True
+            chunks, self._unfinished = list(self._unfinished.values()), {}
+        if not self._closed:
+            for chunk in chunks:
+                self._fail(chunk)
+
+    def _fail(self, chunk: Chunk) -> None:
+        error = LanewayError(
+            f"{self._name}: laneway's event loop stopped before these items ended (did a "
+            f"task call loop.stop()?); they were dropped with it")
+        self._sink.put(Batch(chunk.id, chunk.start, len(chunk.items), 0.0,
+                             [None] * len(chunk.items),
+                             {k: Failure(error) for k in range(len(chunk.items))}))
 
     def close(self) -> None:
         """Cancel every item of this run still running or not yet started."""
+        loop_thread = self._loop_thread
+        if loop_thread is not None and self._watching:
+            loop_thread.forget(self._on_loop_ended)
         if self._shared is None and self._private is None:
             self._closed = True  # nothing was started: no loop to stop
             return
@@ -176,6 +248,9 @@ class AsyncRun:
         values = [value for value, _ in outcomes]
         failures = {k: failure for k, (_, failure) in enumerate(outcomes)
                     if failure is not None}
+        with self._lock:
+            if self._unfinished.pop(chunk.id, None) is None:
+                return  # (already failed: the loop is stopping)
         self._sink.put(Batch(chunk.id, chunk.start, len(values), perf_counter() - began,
                              values, failures or None))
 
