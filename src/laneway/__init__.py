@@ -17,9 +17,11 @@ only the small part of laneway it runs, starts quickly.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # (no typing at run time: see _backends.process.worker)
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._aio import amap, arun_concurrently
     from ._api import imap, parallel_map
     from ._classify import Profile, classify

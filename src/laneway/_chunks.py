@@ -16,9 +16,12 @@ import math
 import pickle
 from collections.abc import Callable, Sequence
 from time import perf_counter
-from typing import Any
 
 from ._errors import Failure, RemoteTaskError
+
+TYPE_CHECKING = False  # (no typing at run time: see process.worker)
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
 
 __all__ = ["Batch", "Chunk", "ChunkSizer", "Emit", "ItemRunner", "call_each", "capture",
            "decode_failure", "encode_failure", "encode_outcomes", "item_error",
@@ -86,7 +89,7 @@ class Batch:
         )
 
 
-Emit = Callable[[int, list[Any], dict[int, Failure] | None, float], None]
+Emit: TypeAlias = "Callable[[int, list[Any], dict[int, Failure] | None, float], None]"
 """``emit(offset, values, failures, busy_s)``: hand finished outcomes on."""
 
 

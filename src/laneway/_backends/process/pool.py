@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import io
 import itertools
 import logging
@@ -49,8 +48,6 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from typing import Any
 
-import cloudpickle
-
 from ..._chunks import Batch, Chunk
 from ..._cpus import available_cpus
 from ..._errors import (
@@ -63,6 +60,7 @@ from ..._errors import (
 )
 from ..._lazy import ProcessWide
 from ..._options import bounded_wait
+from . import byvalue
 from . import messages as m
 from . import worker as worker_module
 from .launch import start_early, start_method
@@ -103,7 +101,8 @@ _by_reference: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary
 
 
 def dumps_function(fn: Callable[..., Any]) -> bytes:
-    """Cloudpickle ``fn`` for a worker, with an error that says what to do instead.
+    """Pickle ``fn`` for a worker (:func:`pickle_for_worker`), with an error that says
+    what to do instead.
 
     A module-level function of an importable module pickles to a mere reference, the
     same bytes every time: that result is cached.  Anything pickled by value (lambdas,
@@ -114,7 +113,7 @@ def dumps_function(fn: Callable[..., Any]) -> bytes:
     if cached is not None:
         return cached
     try:
-        payload: bytes = cloudpickle.dumps(fn, pickle.HIGHEST_PROTOCOL)
+        payload = pickle_for_worker(fn)
     except Exception as exc:
         msg = (f"cannot send {describe_value(fn)} to a process worker: "
                f"{type(exc).__name__}: {exc}. Run it with backend='thread' (no pickling "
@@ -134,11 +133,23 @@ def _is_plain_function(fn: object) -> bool:
     return isinstance(fn, types.FunctionType | types.BuiltinFunctionType)
 
 
+def pickle_for_worker(obj: Any) -> bytes:
+    """``obj`` pickled for a worker: functions that cannot go by reference go by value,
+    with the standard pickle where :mod:`byvalue` can (no cloudpickle to import, here
+    or in the worker), else with cloudpickle."""
+    try:
+        return byvalue.dumps(obj)
+    except Exception:
+        import cloudpickle
+
+        return cloudpickle.dumps(obj, pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
+
+
 def _dumps(obj: Any) -> bytes:
     try:
         return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
     except Exception:
-        return cloudpickle.dumps(obj, pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
+        return pickle_for_worker(obj)
 
 
 def _always(error: BaseException) -> Callable[[int], BaseException]:
@@ -169,7 +180,7 @@ def _make_job(run: ProcessRun, chunk_id: int, start: int, items: list[Any],
     except Exception:
         buf.seek(m.CHUNK_HEADER.size)
         buf.truncate()
-        buf.write(cloudpickle.dumps(body, pickle.HIGHEST_PROTOCOL))
+        buf.write(pickle_for_worker(body))
     return _Job(run, chunk_id, start, items, buf.getbuffer(), flags, seq)
 
 
@@ -210,7 +221,7 @@ class ProcessRun:
         self.fn = fn
         self.fn_name = getattr(fn, "__qualname__", None) or describe_value(fn)
         self.function_frame = dumps_function(fn)
-        self.key = hashlib.blake2b(self.function_frame, digest_size=m.KEY_BYTES).digest()
+        self.key = m.function_key(self.function_frame)
         self.function_frame = m.FUNCTION_HEADER.pack(m.FUNCTION, self.key) + self.function_frame
         self.sink = sink
         self.max_workers = workers

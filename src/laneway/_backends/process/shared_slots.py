@@ -14,7 +14,10 @@ import mmap
 import os
 import tempfile
 from multiprocessing import reduction
-from typing import Any
+
+TYPE_CHECKING = False  # (no typing at run time: see process.worker)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["SharedSlots"]
 

@@ -4,6 +4,11 @@ The worker talks only through its own pipe (``conn``), never through stdout, so 
 task's ``print`` reaches the user's terminal untouched.  It exits when the pipe
 closes (the pool shut it down) or when the parent dies (``alive`` reaches EOF: a
 watcher thread ends the process at once, even in the middle of a task).
+
+The fork server preloads this module, so what it imports is paid before a program's
+first process run can start: it and the laneway modules it uses leave ``typing`` out
+(``TYPE_CHECKING = False``, which type checkers read as typing's own) and functions of
+scripts arrive through :mod:`byvalue`, not cloudpickle.
 """
 
 from __future__ import annotations
@@ -18,15 +23,17 @@ from collections import OrderedDict
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from time import perf_counter
-from typing import Any
-
-import cloudpickle  # noqa: F401  (functions arrive cloudpickled: the fork server preloads it once)
 
 from ... import _context
 from ..._chunks import Emit, ItemRunner, capture, encode_outcomes, item_error
 from ..._errors import Failure, RemoteTaskError
+from . import byvalue  # noqa: F401  (functions of scripts arrive through it: preloaded)
 from . import messages as m
 from .shared_slots import SharedSlots
+
+TYPE_CHECKING = False  # (no typing at run time: see process.worker)
+if TYPE_CHECKING:
+    from typing import Any
 
 WORKER_STEP_TARGET_S = 0.002
 """Tiny items run in steps of about this long in a worker, each step's outcomes sent as
