@@ -6,8 +6,8 @@ result frame without unpickling user data; bodies are unpickled by whoever needs
 (the worker for items, the calling thread for results).
 
 parent -> worker
-    FUNCTION  header ``(kind, key)`` + the cloudpickled function.  The worker caches it
-              under ``key`` (a digest of the bytes), in an LRU that the parent mirrors.
+    FUNCTION  header ``(kind, key)`` + the pickled function (``pickle_for_worker``).  The worker
+              caches it under ``key`` (``function_key``), in an LRU that the parent mirrors.
     CHUNK     header ``(kind, seq, flags, key)`` + the pickled list of items (or,
               with ``ISOLATED``, a list of separately pickled items, so one item that
               fails to unpickle fails alone).  With ``TIMED`` the worker runs one item
