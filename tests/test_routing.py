@@ -373,6 +373,19 @@ def test_hinted_io_threads_are_sized_from_a_measurement(tmp_path: Path) -> None:
     assert cached_measurement(naps) is not None
 
 
+def test_io_forced_onto_threads_is_sized_from_a_measurement_too() -> None:
+    """backend="thread" with kind="io" says where, not how many: the first call is
+    measured for the size; forced elsewhere, nothing is measured."""
+    naps = _fresh_waits(0.05)
+    items = [("", x) for x in range(120)]
+    assert laneway.parallel_map(naps, items, backend="thread", kind="io") == list(range(120))
+    plan = laneway.last_plan()
+    assert plan is not None and plan.workers > 64 and "measured" in plan.reason, plan
+    assert laneway.parallel_map(naps, items[:4], backend="serial", kind="io") == [0, 1, 2, 3]
+    plan = laneway.last_plan()
+    assert plan is not None and "measured" not in plan.reason, plan
+
+
 def test_hinted_io_with_workers_or_task_timeout_is_not_measured() -> None:
     """workers= fixes the size; task_timeout keeps the first item off the caller: no
     measurement, the hinted default."""

@@ -451,16 +451,18 @@ _measured_lock = threading.Lock()
 
 def needs_measuring(fn: Callable[..., Any], options: Any) -> bool:
     """True when a measurement decides the plan: nothing decides the backend (no
-    backend, no kind, no hint, not async), or the work is I/O for threads and only a
-    measured wait ratio can size the pool (no ``workers=``)."""
+    backend, no kind, no hint, not async), or the work is I/O for threads (forced or
+    not) and only a measured wait ratio can size the pool (no ``workers=``)."""
     from ._hints import coroutine_of
     from ._router import forced_backend, task_kind
 
-    if options.task_timeout is not None or forced_backend(fn, options) is not None:
+    if options.task_timeout is not None:
         return False
-    kind = task_kind(fn, options)[0]
-    return kind is None or (kind == "io" and options.workers is None
-                            and coroutine_of(fn) is None)
+    forced, kind = forced_backend(fn, options), task_kind(fn, options)[0]
+    if forced is None and kind is None:
+        return True
+    return kind == "io" and forced in (None, "thread") and options.workers is None \
+        and coroutine_of(fn) is None
 
 
 def cached_measurement(fn: Callable[..., Any]) -> Measurement | None:

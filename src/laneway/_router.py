@@ -162,11 +162,6 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
                                     f"the async backend")
     elif kind in ("io", "async"):
         backend, reason = "thread", f"{known}: waiting work overlaps best on threads"
-        if measurement is not None and options.workers is None:
-            workers = io_threads(measurement, UNKNOWN_ITEMS if total is None else total, cpus)
-            reason += (f"; {'an earlier run ' if earlier else ''}"
-                       f"{_measured_words(measurement)}, so {workers} "
-                       f"thread{'s' if workers != 1 else ''}")
     elif measurement is not None:
         estimate_ = estimate(measurement, total, cpus, earlier=earlier)
         backend, workers, kind, reason = (estimate_.backend, estimate_.workers,
@@ -177,6 +172,12 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
                                      f"interrupted there), so threads")
     else:
         backend, reason = "thread", f"{known} and nothing was measured, so threads"
+    if backend == "thread" and task_kind(fn, options)[0] == "io" \
+            and measurement is not None and options.workers is None:
+        # known I/O on threads, forced there or not: the measurement sizes the pool
+        workers = io_threads(measurement, UNKNOWN_ITEMS if total is None else total, cpus)
+        reason += (f"; {'an earlier run ' if earlier else ''}{_measured_words(measurement)}, "
+                   f"so {workers} thread{'s' if workers != 1 else ''}")
     if backend == "process" and _context.in_process_worker():
         backend, reason = "thread", (f"{reason}; but this is already a laneway process "
                                      f"worker, so threads (no nested process pools)")
