@@ -101,6 +101,67 @@ def test_what_needs_cloudpickle_is_refused_and_handed_to_it() -> None:
     assert pickle.loads(pickle_for_worker(ns["shift"]))(5) == 5
 
 
+def test_functions_of_one_module_share_their_globals_in_the_worker() -> None:
+    """A helper's ``global`` assignment is seen by the function that called it (the
+    lazy per-worker set-up), and the module's identity keys are kept."""
+    ns = script_namespace("""
+        _connection = None
+        def connect():
+            global _connection
+            _connection = {"open": True}
+        def task(x):
+            if _connection is None:
+                connect()
+            return _connection["open"], x
+    """)
+    copy = round_trip(ns["task"])
+    assert copy(1) == (True, 1) and copy(2) == (True, 2)
+    assert copy.__globals__["__name__"] == "__main__"
+    assert ns["_connection"] is None  # (the caller's own is untouched)
+
+
+def test_only_names_the_code_uses_as_globals_travel() -> None:
+    """An attribute that shares its name with a global (``row.lock``, a global lock)
+    does not drag that global along: it would not pickle, or weigh megabytes."""
+    ns = script_namespace("""
+        import threading
+        lock = threading.Lock()
+        data = bytes(10_000_000)
+        def pick(row):
+            return row.lock, len(row.data)
+    """)
+    payload = byvalue.dumps(ns["pick"])
+    assert len(payload) < 10_000
+    row = type("Row", (), {"lock": 1, "data": b"xy"})()
+    assert pickle.loads(payload)(row) == (1, 2)
+
+
+def test_submodules_the_code_reaches_through_a_package_are_imported_first() -> None:
+    import xml.etree.ElementTree  # noqa: F401  (loaded here, as in the caller)
+
+    ns = script_namespace("""
+        import xml
+        def tag(text):
+            return xml.etree.ElementTree.fromstring(text).tag
+    """)
+    state = byvalue._reduce_function(ns["tag"], {})[2]
+    assert state["imports"] == ["xml.etree", "xml.etree.ElementTree"]
+    assert round_trip(ns["tag"])("<a/>") == "a"
+
+
+def test_modules_that_cannot_be_imported_by_name_go_to_cloudpickle() -> None:
+    ns = script_namespace("""
+        import types
+        settings = types.ModuleType("settings")
+        settings.FACTOR = 3
+        def scaled(x):
+            return settings.FACTOR * x
+    """)
+    with pytest.raises(byvalue.Unsupported, match="'settings' cannot be imported"):
+        byvalue.dumps(ns["scaled"])
+    assert pickle.loads(pickle_for_worker(ns["scaled"]))(2) == 6
+
+
 def test_importable_functions_still_go_by_reference() -> None:
     assert byvalue.dumps(textwrap.dedent) == pickle.dumps(textwrap.dedent,
                                                           pickle.HIGHEST_PROTOCOL)

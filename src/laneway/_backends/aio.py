@@ -58,10 +58,12 @@ class EventLoopThread:
     def _cancel_leftovers(self) -> None:
         """Cancel the tasks a stopped loop left (their runs were told): let them end
         briefly, rather than be destroyed pending at exit."""
-        leftovers = asyncio.all_tasks(self.loop)
-        for task in leftovers:
-            task.cancel()
-        if leftovers:
+        for _ in range(3):  # (callbacks queued before the stop may start a few more)
+            leftovers = asyncio.all_tasks(self.loop)
+            if not leftovers:
+                return
+            for task in leftovers:
+                task.cancel()
             with contextlib.suppress(BaseException):
                 self.loop.run_until_complete(asyncio.wait(leftovers, timeout=1.0))
 
@@ -221,8 +223,9 @@ class AsyncRun:
     # -- on the loop thread -------------------------------------------------------------
 
     def _start(self, chunk: Chunk) -> None:
-        if self._closed:
-            return
+        with self._lock:  # (a loop that stopped failed its chunks: none may start now)
+            if self._closed or chunk.id not in self._unfinished:
+                return
         task = self._loop.create_task(self._run_chunk(chunk))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
