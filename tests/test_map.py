@@ -509,3 +509,22 @@ def test_serial_run_over_a_list_the_task_appends_to() -> None:
     got = laneway.parallel_map(grow, work, backend="serial", errors="return")
     assert got[:2] == [0, 1] and got[3:] == [3, 4, 5, 99]
     assert isinstance(got[2], RuntimeError)
+
+
+def test_imap_of_a_slow_input_yields_while_the_input_is_still_being_read() -> None:
+    """A generator that takes a while per item is sent on in small chunks, and results
+    are delivered as soon as they come: the first one arrives after a few items have
+    been read, not after the whole input (or a whole window of chunks) was."""
+    read = 0
+
+    def slow_input() -> Iterator[int]:
+        nonlocal read
+        for x in range(300):
+            threading.Event().wait(0.002)  # producing an item takes a while (input work)
+            read += 1
+            yield x
+
+    results = laneway.imap(square, slow_input(), backend="process")
+    assert next(results) == 0
+    assert read < 150, read  # (the whole input, 300, before)
+    assert list(results) == [x * x for x in range(1, 300)]

@@ -73,6 +73,9 @@ def last_plan() -> Plan | None:
     plan: Plan | None = getattr(_last, "plan", None)
     return plan
 
+READ_WITHIN_S = 0.01
+"""Building one chunk reads the input for at most about this long (see :func:`take`)."""
+
 CHUNK_TARGET_S = 0.01
 """Automatic chunks aim at this much work each: long enough that the per-chunk cost
 (~50-100 us on a process pool) is noise, short enough to balance the end of a run."""
@@ -97,6 +100,22 @@ class BackendRun(Protocol):
 
     def check_deadlines(self) -> float | None:
         """Enforce per-item deadlines kept in the caller; seconds until the next one."""
+
+
+def take(items: Iterator[Any], count: int, within_s: float = READ_WITHIN_S) -> list[Any]:
+    """Up to ``count`` items of ``items``, fewer if reading them takes longer than
+    ``within_s``: a slow input (a generator that waits for each item) is sent on in
+    small chunks, and its first results come back while it is still being read."""
+    began = perf_counter()
+    taken = list(itertools.islice(items, min(count, 8)))
+    step = len(taken)
+    while step and len(taken) < count and perf_counter() - began < within_s:
+        step = min(2 * step, count - len(taken))
+        more = list(itertools.islice(items, step))
+        taken += more
+        if len(more) < step:
+            break
+    return taken
 
 
 def total_of(iterable: Iterable[Any]) -> int | None:
@@ -329,10 +348,13 @@ class Run:
         exhausted = False
         try:
             while True:
+                sent = 0  # (at least one chunk a turn; then only while no result waits)
                 while not exhausted and len(remaining) < window and (
                         not (options.ordered and self._bounded)
-                        or len(chunk_ends) < REORDER_SLACK * window):
-                    chunk_items = list(itertools.islice(items, sizer.next_size()))
+                        or len(chunk_ends) < REORDER_SLACK * window) and (
+                        sent == 0 or self._sink.empty()):
+                    chunk_items = take(items, sizer.next_size())
+                    sent += 1
                     if not chunk_items:
                         exhausted = True
                         break
