@@ -283,6 +283,32 @@ def test_first_call_probe_reports_waiting_then_delivers() -> None:
     assert outcomes == [42] and call.failure is None and call.wall_s > 0
 
 
+def first_waits_for_the_others(job: tuple[str, int]) -> str:
+    """Item 0 computes until a later item has run (it leaves a file), others leave it."""
+    flag, x = job
+    if x:
+        Path(flag).touch()
+        return "other"
+    alarm = time.monotonic() + DEADLOCK_TIMEOUT
+    while not os.path.exists(flag):  # computing (a busy loop), not waiting
+        if time.monotonic() > alarm:
+            return "alarm"
+    return "released"
+
+
+def test_a_first_call_computing_past_the_budget_does_not_hold_back_the_rest(
+        tmp_path: Path) -> None:
+    """The first item of an unhinted run, still computing when the measuring budget is
+    spent, goes on while the other items are planned and run (before, they waited for
+    it: an item that ran alone for a second idled the pool for that second)."""
+    flag = str(tmp_path / "ran")
+    jobs = [(flag, x) for x in range(6)]
+    got = laneway.parallel_map(first_waits_for_the_others, jobs)
+    assert got == ["released"] + ["other"] * 5
+    plan = laneway.last_plan()
+    assert plan is not None and "measured 1 call" in plan.reason, plan
+
+
 def fails_on_sevens(x: int) -> int:
     if x % 1000 == 7:
         raise ValueError(f"seven: {x}")

@@ -74,6 +74,12 @@ run is planned at once (threads) and that first call's outcome is delivered when
 ends.  The share is low so that a computing call slowed down by a busy machine is not
 taken for a waiting one."""
 
+LONG_CALL_S = 0.1
+"""A first call still computing this long after it began goes on alone while the rest of
+the run is planned from what it showed so far (it would idle the pool until it ends).
+Long enough that most items end first, so their full time (and an uneven item's, that
+computes then waits, its true CPU share) is what gets measured."""
+
 TINY_ITEM_S = 2e-6
 """Items this short (seconds each) cannot gain from any pool: once ``TINY_AFTER_S`` of
 them have run, measuring stops early."""
@@ -177,6 +183,8 @@ class FirstCall:
         self._cpu_clock: Callable[[], float] | None = None
         self._cpu_began = 0.0
         self._listener: Callable[[FirstCall], None] | None = None
+        self.computing = False
+        """Set when :meth:`wait` gave up on a call that computes past ``long_s``."""
         submit(self._run)
 
     def _run(self) -> None:
@@ -197,8 +205,10 @@ class FirstCall:
             listener(self)
 
     def wait(self, early_s: float = EARLY_LOOK_S,
-             waiting_share: float = WAITING_CPU_SHARE, deadline: float | None = None) -> bool:
-        """Wait for the call: True once it finished, False if it was found waiting.
+             waiting_share: float = WAITING_CPU_SHARE, deadline: float | None = None,
+             long_s: float | None = None) -> bool:
+        """Wait for the call: True once it finished, False if it was found waiting, or
+        (with ``long_s``) still computing ``long_s`` after it began (``computing``).
 
         Raises ``TimeoutError`` at ``deadline`` (``time.monotonic()``) if it is still
         computing then (it runs on; its outcome is dropped)."""
@@ -213,6 +223,10 @@ class FirstCall:
             used = clock() - self._cpu_began
             if used < waiting_share * (self._clock() - self._began):
                 return False
+        if long_s is not None and not self._done.wait(
+                max(0.0, long_s - (self._clock() - self._began))):
+            self.computing = True
+            return False
         while not self._done.wait(bounded_wait(
                 None if deadline is None else max(0.0, deadline - time.monotonic()))):
             if deadline is not None and time.monotonic() >= deadline:
@@ -335,12 +349,20 @@ def measure_calls(
                 exhausted = True
             else:
                 probe_call = FirstCall(call, first_item, submit, clock)
-                if not probe_call.wait(deadline=deadline):
-                    wall, _ = probe_call.so_far()
-                    # (CPU so far is negligible by definition: as many threads as items,
-                    # up to the cap, since the call may wait much longer than this)
+                if not probe_call.wait(deadline=deadline, long_s=max(budget_s, LONG_CALL_S)):
+                    # The rest is planned now, while the call goes on: it waits, or it
+                    # has computed for LONG_CALL_S (running it alone to its end would
+                    # idle the pool for that long).
+                    wall, cpu = probe_call.so_far()
+                    releases: bool | None
+                    if not probe_call.computing:
+                        # (CPU so far is negligible by definition: as many threads as
+                        # items, up to the cap, since the call may wait much longer)
+                        cpu, releases = 0.0, True
+                    else:
+                        releases = canary.verdict(wall) if canary is not None else None
                     return Sample([], None, Measurement(
-                        calls=1, wall_s=wall, cpu_s=0.0, releases_gil=True,
+                        calls=1, wall_s=wall, cpu_s=cpu, releases_gil=releases,
                         arg_bytes=pickled_size(first_item), result_bytes=0,
                     ), exhausted=False, pending=probe_call)
                 values.append(probe_call.value)

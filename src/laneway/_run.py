@@ -219,6 +219,13 @@ class Run:
             except TypeError as exc:
                 plan = replace(plan, backend="thread", reason=(
                     f"{plan.reason[:-1]}; but it cannot be pickled ({exc}), so threads."))
+        if plan.backend == "serial" and left != 0 and sample is not None \
+                and sample.pending is not None and sample.pending.computing:
+            # not in the caller: it must stay free to deliver the first item when it
+            # ends, and to keep timeout= while both compute
+            plan = replace(plan, backend="thread", workers=1, reason=(
+                f"{plan.reason[:-1]}; but the first item is still running, so one pool "
+                f"thread beside it."))
         self._set_plan(plan)
         if sample is None or not sample.values:
             return None, sample is not None and sample.pending is not None
@@ -226,13 +233,16 @@ class Run:
                      sample.values, sample.failures), False
 
     def _first_call_done(self, call: FirstCall) -> None:
-        """The first item, found waiting while it ran, has ended: deliver it, and keep
-        its real measurement for later runs."""
+        """The first item, left running while the rest was planned (found waiting, or
+        computing past the budget), has ended: deliver it, and keep its real
+        measurement for later runs."""
         failures = None if call.failure is None else {0: call.failure}
         self._sink.put(Batch(-1, 0, 1, call.wall_s, [call.value], failures))
         if call.failure is None:
             remember_measurement(self.fn, Measurement(
-                calls=1, wall_s=call.wall_s, cpu_s=call.cpu_s, releases_gil=True,
+                calls=1, wall_s=call.wall_s, cpu_s=call.cpu_s,
+                releases_gil=True if not call.computing else (
+                    self._measurement.releases_gil if self._measurement else None),
                 arg_bytes=pickled_size(call.item), result_bytes=pickled_size(call.value)))
 
     def _open_backend(self) -> BackendRun:
