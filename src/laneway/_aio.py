@@ -35,7 +35,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-
 @overload
 async def amap(fn: Callable[[T], Awaitable[R]], iterable: Iterable[T], *,
                kind: Kind | None = ..., backend: BackendName | None = ...,

@@ -144,6 +144,7 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
     kind is given or hinted; ``total`` then counts the items still to run.
     """
     kind, known = task_kind(fn, options)
+    given_kind = kind  # (a measurement may set ``kind`` below)
     forced = forced_backend(fn, options)
     is_coroutine = coroutine_of(fn) is not None
     cpus = _cpus()
@@ -172,8 +173,8 @@ def plan_run(fn: Callable[..., Any], options: RunOptions, total: int | None,
                                      f"interrupted there), so threads")
     else:
         backend, reason = "thread", f"{known} and nothing was measured, so threads"
-    if backend == "thread" and task_kind(fn, options)[0] == "io" \
-            and measurement is not None and options.workers is None:
+    if backend == "thread" and given_kind == "io" and measurement is not None \
+            and options.workers is None:
         # known I/O on threads, forced there or not: the measurement sizes the pool
         workers = io_threads(measurement, UNKNOWN_ITEMS if total is None else total, cpus)
         reason += (f"; {'an earlier run ' if earlier else ''}{_measured_words(measurement)}, "

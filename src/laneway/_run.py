@@ -154,8 +154,9 @@ class Run:
         self._measurement: Measurement | None = None
         _env_max_workers()  # a bad LANEWAY_MAX_WORKERS is refused before anything runs
         if not needs_measuring(fn, options):
-            self._set_plan(plan_run(fn, options, total))
-            self._backend = self._open_backend()
+            plan = plan_run(fn, options, total)
+            self._set_plan(plan)
+            self._backend = self._open_backend(plan)
 
     def cancel(self) -> None:
         """Stop the run from another thread: its ``segments()`` ends and cancels the rest."""
@@ -213,9 +214,7 @@ class Run:
                 f"{plan.reason}"))
         elif plan.backend == "process":
             try:
-                from ._backends.process.pool import dumps_function
-
-                dumps_function(self.fn)
+                self._backend = self._open_backend(plan)  # (pickles the function, once)
             except TypeError as exc:
                 plan = replace(plan, backend="thread", reason=(
                     f"{plan.reason[:-1]}; but it cannot be pickled ({exc}), so threads."))
@@ -241,13 +240,11 @@ class Run:
         if call.failure is None:
             remember_measurement(self.fn, Measurement(
                 calls=1, wall_s=call.wall_s, cpu_s=call.cpu_s,
-                releases_gil=True if not call.computing else (
-                    self._measurement.releases_gil if self._measurement else None),
+                releases_gil=self._measurement.releases_gil if self._measurement else None,
                 arg_bytes=pickled_size(call.item), result_bytes=pickled_size(call.value)))
 
-    def _open_backend(self) -> BackendRun:
-        assert self.plan is not None
-        backend, workers = self.plan.backend, self.plan.workers
+    def _open_backend(self, plan: Plan) -> BackendRun:
+        backend, workers = plan.backend, plan.workers
         if backend == "process":
             from ._backends.process.launch import start_early
 
@@ -327,6 +324,8 @@ class Run:
             sampled, first_pending = self._measure()
             if sampled is not None and sampled.failures and self._fail_fast \
                     and options.errors == "raise":
+                if self._backend is not None:  # (a process run opened while planning)
+                    self._backend.close()
                 raise self._first_failure(sampled)  # before any other item is sent
         assert self.plan is not None
         if into is not None and self.plan.backend == "serial" and not first_pending:
@@ -346,7 +345,7 @@ class Run:
             remaining[-1] = dispatched = 1
             chunk_ends.append(dispatched)
         if self._backend is None:  # (planned just now, after measuring)
-            self._backend = self._open_backend()
+            self._backend = self._open_backend(self.plan)
         plan, backend = self.plan, self._backend
         sizer = self._sizer(plan.workers, dispatched)
         window = WINDOW_PER_WORKER * plan.workers

@@ -186,9 +186,9 @@ def _submodules(used: dict[str, Any], code: types.CodeType) -> list[str]:
     """Loaded submodules of the modules in ``used`` that the code may reach by
     attribute (``xml.etree`` for ``xml.etree.ElementTree.fromstring``): the worker
     imports them, as importing the package alone may not."""
-    attributes = _attribute_names(code)
     wanted: list[str] = []
     level = [value.__name__ for value in used.values() if isinstance(value, types.ModuleType)]
+    attributes = _attribute_names(code) if level else frozenset()
     while level:  # a.b, then a.b.c...: each part one of the code's attribute names
         level = [f"{name}.{part}" for name in level for part in attributes
                  if f"{name}.{part}" in sys.modules]
@@ -196,12 +196,13 @@ def _submodules(used: dict[str, Any], code: types.CodeType) -> list[str]:
     return wanted
 
 
-def _attribute_names(code: types.CodeType) -> set[str]:
+def _attribute_names(code: types.CodeType) -> frozenset[str]:
+    """Every name the code (nested code included) uses: globals and attributes."""
     names = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names |= _attribute_names(const)
-    return names
+    return frozenset(names)
 
 
 def _make_function(code: bytes, scope: dict[str, Any], name: str,
