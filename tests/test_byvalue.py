@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from _support import run_script
 from laneway._backends.process import byvalue
 from laneway._backends.process.pool import pickle_for_worker
-from test_regressions import _run_script
 
 
 def script_namespace(source: str) -> dict[str, Any]:
@@ -195,6 +195,6 @@ def test_a_script_run_on_processes_needs_no_cloudpickle_in_its_workers(tmp_path:
             print("boxed", laneway.parallel_map(boxed, [1, 2], backend="process"))
         """
     ))
-    done = _run_script(script)
+    done = run_script(script)
     assert "scaled [(10, False), (20, False)]" in done.stdout, (done.stdout, done.stderr)
     assert "boxed [1, 2]" in done.stdout, (done.stdout, done.stderr)

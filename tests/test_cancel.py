@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import laneway
-from _support import DEADLOCK_TIMEOUT
+from _support import DEADLOCK_TIMEOUT, laneway_env
 
 
 def slow_after_first(x: int) -> int:
@@ -79,10 +79,7 @@ def _start_program(tmp_path: Path) -> tuple[subprocess.Popen[str], list[int]]:
     """Start the program; return it once both workers have started a long item."""
     script = tmp_path / "program.py"
     script.write_text(PROGRAM)
-    env = dict(os.environ)
-    package_root = str(Path(laneway.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    program = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env,
+    program = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=laneway_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert program.stdout is not None
     lines = [program.stdout.readline() for _ in range(2)]  # blocks until both started

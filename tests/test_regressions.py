@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import laneway
-from _support import DEADLOCK_TIMEOUT
+from _support import DEADLOCK_TIMEOUT, laneway_env, run_script
 
 
 def slow(x: int) -> int:
@@ -67,22 +67,8 @@ def test_script_without_main_guard_fails_clearly(tmp_path: Path) -> None:
         print(laneway.parallel_map(triple, [1, 2], backend="process", errors="return"))
         """
     ))
-    done = _run_script(script)
+    done = run_script(script)
     assert 'if __name__ == "__main__":' in done.stdout, (done.stdout, done.stderr[-2000:])
-
-
-def _run_script(script: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` in a fresh interpreter that imports this laneway."""
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=DEADLOCK_TIMEOUT, cwd=script.parent, env=_script_env(),
-                          check=False)
-
-
-def _script_env() -> dict[str, str]:
-    env = dict(os.environ)
-    package_root = str(Path(laneway.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    return env
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
@@ -112,7 +98,7 @@ def test_a_forked_child_runs_its_own_process_pool(tmp_path: Path) -> None:
             print("parent", laneway.parallel_map(square, range(3), backend="process"))
         """
     ))
-    done = _run_script(script)
+    done = run_script(script)
     assert "child [0, 1, 4, 9]" in done.stdout, (done.stdout, done.stderr[-2000:])
     assert "parent [0, 1, 4]" in done.stdout, (done.stdout, done.stderr[-2000:])
     assert "Error" not in done.stderr, done.stderr[-2000:]
@@ -145,7 +131,7 @@ def test_workers_exit_with_their_parent_despite_a_forked_child(tmp_path: Path) -
         """
     ))
     with subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True, env=_script_env()) as parent:
+                          stdout=subprocess.PIPE, text=True, env=laneway_env()) as parent:
         assert parent.stdout is not None and parent.stdin is not None
         child, *workers = map(int, parent.stdout.readline().split())
         try:
@@ -200,7 +186,7 @@ def test_runs_in_other_threads_survive_the_first_async_run(tmp_path: Path) -> No
             print("errors:", errors)
         """
     ))
-    done = _run_script(script)
+    done = run_script(script)
     assert "errors: []" in done.stdout, (done.stdout, done.stderr[-2000:])
 
 

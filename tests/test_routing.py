@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import laneway
-from _support import DEADLOCK_TIMEOUT
+from _support import DEADLOCK_TIMEOUT, laneway_env
 from laneway._profile import FirstCall, Measurement, cached_measurement, measure_calls
 from laneway._router import estimate, measured_kind
 
@@ -186,11 +186,9 @@ def test_classify_propagates_the_call_error() -> None:
 
 
 def _cli(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, **variables)
-    package_root = str(Path(laneway.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "laneway", *args], capture_output=True,
-                          text=True, timeout=DEADLOCK_TIMEOUT, env=env, check=False)
+                          text=True, timeout=DEADLOCK_TIMEOUT, env=laneway_env(**variables),
+                          check=False)
 
 
 def test_cli_info_and_classify() -> None:

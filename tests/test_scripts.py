@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-import laneway
-from _support import DEADLOCK_TIMEOUT
+from _support import run_script
 
 SCRIPT = textwrap.dedent(
     """
@@ -34,11 +30,7 @@ def test_main_module_functions_lambdas_and_prints(tmp_path: Path) -> None:
     """__main__ functions (even inside the guard) and lambdas run; task prints reach stdout."""
     script = tmp_path / "program.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ)
-    package_root = str(Path(laneway.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=DEADLOCK_TIMEOUT, cwd=tmp_path, env=env, check=False)
+    done = run_script(script)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert "[3, 6]" in lines
