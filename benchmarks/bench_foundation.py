@@ -346,14 +346,14 @@ def child_main(argv: list[str]) -> None:
 class Child:
     """A helper interpreter running this script in ``--child`` mode, spoken to by lines."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, script: str = __file__) -> None:
         import queue
         import subprocess
         import threading
 
         self.label = " ".join(args[:3])
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--child", *args],
+            [sys.executable, os.path.abspath(script), "--child", *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
         self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
@@ -436,13 +436,22 @@ def run_warm(section: str, variants: list[str], p: dict[str, Any],
             child.finish()
 
 
-def run_cold(mode: str, variants: list[str], runs: int,
-             *extra: str) -> dict[str, list[dict[str, Any]]]:
-    """One fresh interpreter per measurement, alternating variants."""
+def have_numpy() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("numpy") is not None
+
+
+def run_cold(mode: str, variants: list[str], runs: int, *extra: str,
+             scripts: dict[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """One fresh interpreter per measurement, alternating variants; ``scripts`` maps a
+    variant to the script its interpreter runs (default: this one), which receives the
+    variant's name without what follows its last ``+``."""
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    scripts = scripts or {}
     for rep in range(runs):
         for v in rotated(variants, rep):
-            child = Child(mode, v, *extra)
+            child = Child(mode, v.split("+")[0], *extra, script=scripts.get(v, __file__))
             try:
                 results[v].append(child.receive())
             finally:
@@ -604,21 +613,35 @@ def section_latency(p: dict[str, Any], reps: int, out: Report) -> None:
 def section_first_call(p: dict[str, Any], reps: int, out: Report) -> None:
     del reps
     variants = ["laneway", "mp"]
-    results = run_cold("first-call", variants, p["first_runs"])
+    scripts: dict[str, str] = {}
+    heavy = os.path.join(os.path.dirname(os.path.abspath(__file__)), "first_call_numpy.py")
+    if have_numpy():
+        variants += ["laneway+numpy", "mp+numpy"]
+        scripts = {v: heavy for v in variants if v.endswith("+numpy")}
+    results = run_cold("first-call", variants, p["first_runs"], scripts=scripts)
     labels = {"laneway": 'laneway `parallel_map(sq, range(2), backend="process")`',
-              "mp": '`get_context("forkserver").Pool(2)` + `map(sq, range(2))`'}
+              "mp": '`get_context("forkserver").Pool(2)` + `map(sq, range(2))`',
+              "laneway+numpy": "laneway, script that imports numpy at top level",
+              "mp+numpy": "`mp` forkserver Pool, script that imports numpy at top level"}
     imports = {"laneway": "`import laneway` + `parallel_map`", "mp": "`import multiprocessing`"}
     call = {v: median([r["call_ms"] for r in results[v]]) for v in variants}
     rows = [[labels[v], ms(call[v]), ", ".join(ms(r["call_ms"]) for r in results[v]),
-             imports[v], ms(median([r["import_ms"] for r in results[v]]))] for v in variants]
+             imports[v.split("+")[0]], ms(median([r["import_ms"] for r in results[v]]))]
+            for v in variants]
     body = (f"A fresh interpreter per run ({p['first_runs']} runs each, alternating); the "
-            f"clock starts after the imports, which are timed apart.\n\n"
+            f"clock starts after the imports, which are timed apart.  The `+numpy` rows "
+            f"run `first_call_numpy.py`, a script that imports numpy at its top level "
+            f"(the same `sq`, imported from this script by both): every process that "
+            f"runs the script's top level pays that import.\n\n"
             + table(["variant", "median first call ms", "runs ms", "import",
                      "median import ms"], rows, "lrrlr"))
     out.section("first-call: cold start of a process pool", body)
     ratio = call["laneway"] / call["mp"]
     out.target("first-call: laneway no slower than mp forkserver Pool",
-               f"{ratio:.2f}x ({ms(call['laneway'])} vs {ms(call['mp'])} ms)", ratio <= 1.0)
+               f"{ratio:.2f}x ({ms(call['laneway'])} vs {ms(call['mp'])} ms)"
+               + (f"; numpy script: {call['laneway+numpy'] / call['mp+numpy']:.2f}x "
+                  f"({ms(call['laneway+numpy'])} vs {ms(call['mp+numpy'])} ms)"
+                  if "mp+numpy" in call else ""), ratio <= 1.0)
 
 
 def section_stream(p: dict[str, Any], reps: int, out: Report) -> None:

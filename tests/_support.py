@@ -42,8 +42,9 @@ def laneway_env(**variables: str) -> dict[str, str]:
     return env
 
 
-def run_script(script: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` in a fresh interpreter that imports this laneway; its output."""
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+def run_script(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (with command-line ``args``) in a fresh interpreter that imports
+    this laneway; its output."""
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
                           timeout=DEADLOCK_TIMEOUT, cwd=script.parent, env=laneway_env(),
                           check=False)

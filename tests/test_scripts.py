@@ -5,7 +5,12 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pytest
 from _support import run_script
+
+import laneway
+from laneway import _context
+from laneway._backends.process import launch
 
 SCRIPT = textwrap.dedent(
     """
@@ -38,3 +43,67 @@ def test_main_module_functions_lambdas_and_prints(tmp_path: Path) -> None:
     assert "[8, 9]" in lines
     # two workers print at once, and print() writes text and newline separately
     assert "task says 1" in done.stdout and "task says 2" in done.stdout
+
+
+COUNTED = textwrap.dedent(
+    """
+    import os, sys
+    import laneway
+
+    print("top level runs as", __name__, sys.argv[1:], flush=True)
+
+    def pid_and_note(x):
+        return os.getpid(), os.environ.get("LANEWAY_FORK_SERVER_MAIN")
+
+    if __name__ == "__main__":
+        import subprocess
+        seen = laneway.parallel_map(pid_and_note, range(40), backend="process", workers=2,
+                                    chunksize=1)
+        print("workers", len({pid for pid, _ in seen}))
+        print("note in workers", {note for _, note in seen})
+        child = subprocess.run([sys.executable, "-c",
+                                "import os; print(os.environ.get('LANEWAY_FORK_SERVER_MAIN'))"],
+                               capture_output=True, text=True)
+        print("note in later children", child.stdout.strip())
+    """
+)
+
+
+@pytest.mark.skipif(launch.start_method() != "forkserver", reason="fork server only")
+def test_the_fork_server_runs_the_main_script_once_for_all_workers(tmp_path: Path) -> None:
+    """Workers are forked with the script already loaded: its top level runs in the parent
+    and once in the fork server (with the program's ``sys.argv``), never in each worker
+    (CPython before 3.13.8 re-ran it in every worker: gh-126631); what passes the script
+    to the server leaks into no process."""
+    script = tmp_path / "counted.py"
+    script.write_text(COUNTED)
+    done = run_script(script, "--flag", "value")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines.count("top level runs as __main__ ['--flag', 'value']") == 1, lines
+    assert lines.count("top level runs as __mp_main__ ['--flag', 'value']") == 1, lines
+    assert "workers 2" in lines, lines  # (two workers forked: neither ran the script)
+    assert "note in workers {None}" in lines, lines
+    assert "note in later children None" in lines, lines
+
+
+@pytest.mark.parametrize("entry", ["parallel_map", "imap", "run_concurrently", "Executor",
+                                   "classify"])
+def test_laneway_work_is_refused_while_the_fork_server_runs_the_script(entry: str) -> None:
+    """Work started at a script's top level, outside its main guard, is refused in the
+    fork server (it must not run the work, nor start threads or processes there); each
+    worker then runs the script itself, and the pool explains the missing guard."""
+    calls = {
+        "parallel_map": lambda: laneway.parallel_map(abs, [1]),
+        "imap": lambda: laneway.imap(abs, [1]),
+        "run_concurrently": lambda: laneway.run_concurrently(lambda: 1),
+        "Executor": lambda: laneway.Executor(),
+        "classify": lambda: laneway.classify(abs, 1),
+    }
+    _context.mark_fork_server_preload(True)
+    try:
+        with pytest.raises(RuntimeError, match=rf"{entry}\(\).*__name__ == \"__main__\""):
+            calls[entry]()
+    finally:
+        _context.mark_fork_server_preload(False)
+    assert laneway.parallel_map(abs, [-1]) == [1]

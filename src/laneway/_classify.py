@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from . import _context
 from ._hints import Kind, is_coroutine_function
 from ._options import BackendName, validate_callable
 from ._profile import measure_calls, pickled_size
@@ -52,6 +53,7 @@ def classify(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Profile:
         ('io', 'thread')
     """
     validate_callable("classify() argument fn", fn)
+    _context.refuse_in_fork_server("classify")
     call: Callable[[Any], Any]
     if is_coroutine_function(fn):
         import asyncio

@@ -119,6 +119,7 @@ class _Concurrent:
 
     def __init__(self, tasks: list[Task[Any]], options: RunOptions,
                  skip: frozenset[int] = frozenset()) -> None:
+        _context.refuse_in_fork_server("run_concurrently")
         self.tasks = tasks
         self.options = options
         self.sink: queue.SimpleQueue[Batch] = queue.SimpleQueue()

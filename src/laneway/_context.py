@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 _in_process_worker = False
+_in_fork_server_preload = False
 
 
 def mark_process_worker() -> None:
@@ -21,6 +22,22 @@ def mark_process_worker() -> None:
 def in_process_worker() -> bool:
     """True inside a laneway process worker."""
     return _in_process_worker
+
+
+def mark_fork_server_preload(running: bool) -> None:
+    """Record that the fork server is running the main module (``preload_main``)."""
+    global _in_fork_server_preload
+    _in_fork_server_preload = running
+
+
+def refuse_in_fork_server(entry: str) -> None:
+    """Refuse laneway work started while the fork server runs the main module: that is
+    a script's top level outside its ``if __name__ == "__main__":`` guard, and the
+    server must neither run the work nor start threads or processes."""
+    if _in_fork_server_preload:
+        raise RuntimeError(
+            f"{entry}() was called while laneway's fork server imported the main module: "
+            f"start laneway work under `if __name__ == \"__main__\":`")
 
 
 def gil_enabled() -> bool:

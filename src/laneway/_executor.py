@@ -131,6 +131,7 @@ class Executor(futures.Executor):
     """
 
     def __init__(self, max_workers: int | None = None) -> None:
+        _context.refuse_in_fork_server("Executor")
         if max_workers is not None and (isinstance(max_workers, bool)
                                         or not isinstance(max_workers, int)):
             msg = f"max_workers must be a positive int or None, got {describe_value(max_workers)}"

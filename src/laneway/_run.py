@@ -26,6 +26,7 @@ from time import perf_counter
 from typing import Any, Protocol
 
 from ._chunks import Batch, Chunk, ChunkSizer, call_each
+from ._context import refuse_in_fork_server
 from ._errors import Failure
 from ._options import RunOptions, bounded_wait
 from ._profile import (
@@ -140,6 +141,7 @@ class Run:
     def __init__(self, fn: Callable[[Any], Any], iterable: Iterable[Any], options: RunOptions,
                  total: int | None, *, fail_fast: bool, entry: str,
                  bounded: bool = True) -> None:
+        refuse_in_fork_server(entry)
         self.fn = fn
         self.fn_name = getattr(fn, "__qualname__", None) or repr(fn)
         self.options = options

@@ -18,6 +18,11 @@ import threading
 __all__ = ["WORKER_MODULE", "start_early", "start_method"]
 
 WORKER_MODULE = "laneway._backends.process.worker"
+PRELOAD_MAIN_MODULE = "laneway._backends.process.preload_main"
+MAIN_ENV = "LANEWAY_FORK_SERVER_MAIN"  # (read by preload_main, which cannot import us)
+MAX_MAIN_NOTE = 32 * 1024
+"""Larger main-module details (a huge ``sys.argv``) are not passed to the fork server,
+which then leaves each worker to run the main module itself."""
 
 _started = False
 
@@ -45,10 +50,38 @@ def start_early() -> None:
 
     server = getattr(forkserver, "_forkserver", None)
     current = list(getattr(server, "_preload_modules", None) or ["__main__"])
-    if WORKER_MODULE not in current:
-        forkserver.set_forkserver_preload([*current, WORKER_MODULE])
-    forkserver.ensure_running()
+    wanted = [PRELOAD_MAIN_MODULE, WORKER_MODULE] if "__main__" in current else [WORKER_MODULE]
+    if any(name not in current for name in wanted):
+        forkserver.set_forkserver_preload(
+            [*current, *(name for name in wanted if name not in current)])
+    note = _main_note() if "__main__" in current else None
+    if note is not None:
+        os.putenv(MAIN_ENV, note)  # (C environment only: the server inherits it)
+    try:
+        forkserver.ensure_running()
+    finally:
+        if note is not None:
+            os.unsetenv(MAIN_ENV)
     # (if the fork server dies later, multiprocessing restarts it at the next start)
+
+
+def _main_note() -> str | None:
+    """What the fork server needs to run the main module as a worker would (its path or
+    name, ``sys.argv``, ``sys.path``), for ``preload_main``; None if there is nothing to
+    run or it is too large for the environment."""
+    import marshal
+    from multiprocessing import spawn
+
+    data = spawn.get_preparation_data("ignore")
+    keys = ("sys_argv", "sys_path", "init_main_from_path", "init_main_from_name")
+    note = {key: data[key] for key in keys if key in data}
+    if "init_main_from_path" not in note and "init_main_from_name" not in note:
+        return None
+    try:
+        text = marshal.dumps(note).hex()
+    except ValueError:  # (an unmarshallable object someone put in sys.argv or sys.path)
+        return None
+    return text if len(text) <= MAX_MAIN_NOTE else None
 
 
 def _forget_after_fork() -> None:
