@@ -6,9 +6,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from _support import run_script
 
 import laneway
+from _support import run_script
 from laneway import _context
 from laneway._backends.process import launch
 
