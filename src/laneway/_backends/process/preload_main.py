@@ -21,6 +21,7 @@ import contextlib
 import importlib.util
 import io
 import marshal
+import multiprocessing.popen_forkserver  # noqa: F401  (workers unpickle pipe ends with it)
 import os
 import sys
 import types
