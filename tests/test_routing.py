@@ -179,6 +179,22 @@ def test_classify_reports_measurements_and_keeps_result() -> None:
     assert laneway.classify(pow, 2, 10).result == 1024
 
 
+def test_one_canary_thread_serves_every_measurement_and_parks_between() -> None:
+    """The GIL canary is one thread for the process, started by the first measurement
+    and parked when none watches it; a verdict counts only its own wake-ups."""
+    from laneway import _profile
+
+    assert laneway.classify(time.sleep, 0.03).releases_gil is True
+    canaries = [t for t in threading.enumerate() if t.name == "laneway-canary"]
+    assert len(canaries) == 1
+    assert _profile._canary._watchers == 0 and not _profile._canary._watched.is_set()
+    assert laneway.classify(time.sleep, 0.03).releases_gil is True
+    assert [t for t in threading.enumerate() if t.name == "laneway-canary"] == canaries
+    with _profile._Watch() as watch:  # watched for no time: nothing to tell
+        pass
+    assert watch.verdict(0.0) is None
+
+
 def test_classify_propagates_the_call_error() -> None:
     """An exception from the classified call is raised as itself."""
     with pytest.raises(ZeroDivisionError):
