@@ -65,6 +65,12 @@ SAMPLE_SHARE = 0.03
 time (estimated from the items measured so far) has passed, if that is sooner: a short
 run is not slowed by measuring a good part of it serially."""
 
+PROBE_MIN_S = 0.004
+"""...but not before the GIL canary has watched this long, if it cannot tell yet: a run
+of 32 numpy products of ~2.5 ms each reached its 3% after one call, too short for the
+canary's 4 wake-ups about one time in six, and went serial (1.0x) instead of on threads
+(1.9x).  One more item settles it."""
+
 EARLY_LOOK_S = 0.004
 """The first measured call runs on a pool thread; if it is still running after this long
 its thread's CPU clock is read once..."""
@@ -392,6 +398,15 @@ def measure_calls(
     canary = _Watch() if probe else None
     if canary is not None:
         canary.__enter__()
+    watched_from = clock() if canary is not None else 0.0
+
+    def undecided(per_item: float) -> bool:
+        """The canary has watched too little to tell, and more items may settle it."""
+        if canary is None or per_item < TINY_ITEM_S:
+            return False
+        watched = clock() - watched_from
+        return watched < PROBE_MIN_S and canary.verdict(watched) is None
+
     try:
         began, cpu_began = clock(), thread_clock()
         rest_began, rest_cpu_began = began, cpu_began
@@ -430,7 +445,8 @@ def measure_calls(
                 began = rest_began - probe_call.wall_s
                 # a first call that used up the budget is the whole sample: no more
                 # items run serially in the caller while the pool waits
-                enough = _over_budget(probe_call.wall_s, 1, budget_s, total)
+                enough = _over_budget(probe_call.wall_s, 1, budget_s, total) \
+                    and not undecided(probe_call.wall_s)
         step = 1  # items between clock readings: doubles, so tiny items are not slowed
         while not enough and not exhausted and len(values) < max_items:
             if first is not None:  # the fast path: the items' own C loop
@@ -456,7 +472,8 @@ def measure_calls(
                         first = (item, result)
             elapsed = clock() - began
             per_item = elapsed / max(1, len(values))
-            if exhausted or _over_budget(elapsed, len(values), budget_s, total):
+            if exhausted or (_over_budget(elapsed, len(values), budget_s, total)
+                             and not undecided(per_item)):
                 break
             # double the step, but not past the budget: what fits in the time left
             limit = _limit(per_item, budget_s, total)
