@@ -42,9 +42,11 @@ def laneway_env(**variables: str) -> dict[str, str]:
     return env
 
 
-def run_script(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` (with command-line ``args``) in a fresh interpreter that imports
-    this laneway; its output."""
+def run_script(script: Path, *args: str, stdin: str | None = None,
+               **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (with command-line ``args``, ``stdin`` as its input, ``env`` added
+    to the environment) in a fresh interpreter that imports this laneway; its output."""
     return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
-                          timeout=DEADLOCK_TIMEOUT, cwd=script.parent, env=laneway_env(),
+                          input=stdin if stdin is not None else "",
+                          timeout=DEADLOCK_TIMEOUT, cwd=script.parent, env=laneway_env(**env),
                           check=False)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 import laneway
-from _support import run_script
+from _support import DEADLOCK_TIMEOUT, laneway_env, run_script
 from laneway import _context
 from laneway._backends.process import launch
 
@@ -51,9 +54,17 @@ COUNTED = textwrap.dedent(
     import laneway
 
     print("top level runs as", __name__, sys.argv[1:], flush=True)
+    if __name__ == "__mp_main__":
+        print("stdin there:", repr(sys.stdin.read()), flush=True)
+
+    def annotated(x: int) -> int:
+        return x
 
     def pid_and_note(x):
         return os.getpid(), os.environ.get("LANEWAY_FORK_SERVER_MAIN")
+
+    def annotation_there(x):
+        return repr(sys.modules["__main__"].annotated.__annotations__["x"])
 
     if __name__ == "__main__":
         import subprocess
@@ -61,6 +72,8 @@ COUNTED = textwrap.dedent(
                                     chunksize=1)
         print("workers", len({pid for pid, _ in seen}))
         print("note in workers", {note for _, note in seen})
+        print("annotation there", laneway.parallel_map(annotation_there, [0],
+                                                        backend="process"))
         child = subprocess.run([sys.executable, "-c",
                                 "import os; print(os.environ.get('LANEWAY_FORK_SERVER_MAIN'))"],
                                capture_output=True, text=True)
@@ -77,7 +90,7 @@ def test_the_fork_server_runs_the_main_script_once_for_all_workers(tmp_path: Pat
     to the server leaks into no process."""
     script = tmp_path / "counted.py"
     script.write_text(COUNTED)
-    done = run_script(script, "--flag", "value")
+    done = run_script(script, "--flag", "value", stdin="typed by the user\n")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines.count("top level runs as __main__ ['--flag', 'value']") == 1, lines
@@ -85,10 +98,42 @@ def test_the_fork_server_runs_the_main_script_once_for_all_workers(tmp_path: Pat
     assert "workers 2" in lines, lines  # (two workers forked: neither ran the script)
     assert "note in workers {None}" in lines, lines
     assert "note in later children None" in lines, lines
+    # it reads no stdin of the program's, and compiles without laneway's __future__s
+    assert "stdin there: ''" in lines, lines
+    assert "annotation there [\"<class 'int'>\"]" in lines, lines
+
+
+@pytest.mark.skipif(launch.start_method() != "forkserver", reason="fork server only")
+def test_a_note_inherited_from_another_program_is_ignored(tmp_path: Path) -> None:
+    """A process that inherited the note meant for another program's fork server (a
+    child spawned while it was set) does not run that program's script in its own."""
+    import marshal
+
+    other = tmp_path / "other.py"
+    marker = tmp_path / "ran.txt"
+    other.write_text(f"open({str(marker)!r}, 'a').write('ran\\n')\n")
+    note = marshal.dumps({"init_main_from_path": str(other), "sys_argv": [str(other)],
+                          "parent_pid": 1}).hex()
+    # (a `python -c` program has no script of its own: nothing replaces the note)
+    code = 'import laneway; print(laneway.parallel_map(abs, [-1, -2], backend="process"))'
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=DEADLOCK_TIMEOUT, cwd=tmp_path, check=False,
+                          env=laneway_env(LANEWAY_FORK_SERVER_MAIN=note))
+    assert done.returncode == 0, done.stderr
+    assert "[1, 2]" in done.stdout
+    assert not marker.exists()
+
+
+async def _async_double(x: int) -> int:
+    return 2 * x
+
+
+async def _async_one() -> int:
+    return 1
 
 
 @pytest.mark.parametrize("entry", ["parallel_map", "imap", "run_concurrently", "Executor",
-                                   "classify"])
+                                   "classify", "amap", "arun_concurrently"])
 def test_laneway_work_is_refused_while_the_fork_server_runs_the_script(entry: str) -> None:
     """Work started at a script's top level, outside its main guard, is refused in the
     fork server (it must not run the work, nor start threads or processes there); each
@@ -99,6 +144,8 @@ def test_laneway_work_is_refused_while_the_fork_server_runs_the_script(entry: st
         "run_concurrently": lambda: laneway.run_concurrently(lambda: 1),
         "Executor": lambda: laneway.Executor(),
         "classify": lambda: laneway.classify(abs, 1),
+        "amap": lambda: asyncio.run(laneway.amap(_async_double, [1])),
+        "arun_concurrently": lambda: asyncio.run(laneway.arun_concurrently(_async_one)),
     }
     _context.mark_fork_server_preload(True)
     try:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar, overload
 from ._api import _checked
 from ._backends.aio import call_within
 from ._concurrent import Task, _as_task, _Concurrent
+from ._context import refuse_in_fork_server
 from ._errors import Failure
 from ._hints import Kind, is_coroutine_function
 from ._options import BackendName, ErrorPolicy, Progress, RunOptions
@@ -207,6 +208,7 @@ async def arun_concurrently(*tasks: Task[Any] | Callable[[], Any],
         >>> asyncio.run(laneway.arun_concurrently(hello, lambda: 1 + 1))
         ['hi', 2]
     """
+    refuse_in_fork_server("arun_concurrently")
     options = RunOptions.validate(timeout=timeout, errors=errors)
     normalized = [_as_task(position, value, "arun_concurrently")
                   for position, value in enumerate(tasks)]

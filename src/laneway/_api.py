@@ -11,6 +11,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar, overload
 
+from ._context import refuse_in_fork_server
 from ._errors import describe_value
 from ._hints import Kind, hinted_kind, is_coroutine_function
 from ._options import BackendName, ErrorPolicy, Progress, RunOptions, validate_callable
@@ -66,6 +67,7 @@ def _checked(entry: str, fn: Callable[[Any], Any], iterable: Iterable[Any],
              **keywords: Any) -> tuple[Callable[[Any], Any], RunOptions]:
     """Validate a call's arguments (raising TypeError/ValueError that name them); the
     function to run (coroutine functions wrapped) and the options."""
+    refuse_in_fork_server(entry)
     validate_callable(f"{entry}() argument fn", fn)
     if not isinstance(iterable, Iterable):
         msg = (f"{entry}() argument iterable must be iterable (a list, a generator...), "

@@ -275,12 +275,13 @@ class _Canary:
         """Start watching (the thread runs until the last watcher stops); the counts
         now, for :meth:`since`."""
         with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                thread = threading.Thread(target=self._run, daemon=True,
+                                          name="laneway-canary")
+                thread.start()  # (first: if it cannot start, no watcher is counted)
+                self._thread = thread
             self._watchers += 1
             self._watched.set()
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="laneway-canary")
-                self._thread.start()
             return self._wakeups, self._late
 
     def unwatch(self) -> None:
@@ -323,7 +324,7 @@ class _Watch:
 
     def __init__(self) -> None:
         self._canary = _canary
-        self._counts = (0, 0)
+        self._counts: tuple[int, int] | None = None
         self._final: tuple[int, int] | None = None
 
     def __enter__(self) -> _Watch:
@@ -331,6 +332,8 @@ class _Watch:
         return self
 
     def __exit__(self, *_: object) -> None:
+        if self._counts is None or self._final is not None:
+            return  # (never entered, or already left)
         self._final = self._canary.since(self._counts)
         self._canary.unwatch()
 
@@ -339,6 +342,8 @@ class _Watch:
 
         A canary that barely woke during ``watched_s`` of measuring was kept off the GIL
         the whole time (a single long C call that holds it, say): that is a False."""
+        if self._counts is None:
+            return None
         wakeups, late = self._final or self._canary.since(self._counts)
         if wakeups < MIN_CANARY_WAKEUPS:
             if watched_s >= SILENT_CANARY_S and wakeups < MIN_CANARY_WAKEUPS / 2:
@@ -386,8 +391,10 @@ def measure_calls(
     runs as a :class:`FirstCall` on a pool thread, and if it is found waiting the sample
     returns at once with it ``pending``; the other items run in the caller.  With
     ``total`` (the number of items of the run), measuring also stops at ``SAMPLE_SHARE``
-    of the run's estimated serial time.  ``deadline`` (``time.monotonic()``) bounds the
-    wait for the first call (``TimeoutError``).
+    of the run's estimated serial time.  Either limit gives way, for items of at least
+    ``TINY_ITEM_S``, until the GIL canary can tell or has watched ``PROBE_MIN_S``.
+    ``deadline`` (``time.monotonic()``) bounds the wait for the first call
+    (``TimeoutError``).
     """
     values: list[Any] = []
     failures: dict[int, Failure] | None = None
@@ -396,18 +403,20 @@ def measure_calls(
     exhausted = enough = False
     probe = probe_gil and _can_probe_gil()
     canary = _Watch() if probe else None
-    if canary is not None:
-        canary.__enter__()
-    watched_from = clock() if canary is not None else 0.0
+    watched_from = 0.0
 
     def undecided(per_item: float) -> bool:
-        """The canary has watched too little to tell, and more items may settle it."""
+        """The canary has watched too little to tell, and more items may settle it.
+        (It reads ``clock``: with the probe on, a fake clock sees more readings.)"""
         if canary is None or per_item < TINY_ITEM_S:
             return False
         watched = clock() - watched_from
         return watched < PROBE_MIN_S and canary.verdict(watched) is None
 
     try:
+        if canary is not None:  # (entered inside the try: an interrupt cannot leak it)
+            canary.__enter__()
+            watched_from = clock()
         began, cpu_began = clock(), thread_clock()
         rest_began, rest_cpu_began = began, cpu_began
         if submit is not None:

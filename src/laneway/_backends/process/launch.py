@@ -25,6 +25,7 @@ MAX_MAIN_NOTE = 32 * 1024
 which then leaves each worker to run the main module itself."""
 
 _started = False
+_start_lock = threading.Lock()  # (two threads' first process runs: one starts the server)
 
 
 def start_method() -> str:
@@ -45,36 +46,46 @@ def start_early() -> None:
     global _started
     if _started or start_method() != "forkserver":
         return
-    _started = True  # ensure_running() probes two processes: once per process is enough
-    from multiprocessing import forkserver
+    with _start_lock:
+        if _started:
+            return
+        _started = True  # ensure_running() probes two processes: once per process is enough
+        from multiprocessing import forkserver, resource_tracker
 
-    server = getattr(forkserver, "_forkserver", None)
-    current = list(getattr(server, "_preload_modules", None) or ["__main__"])
-    wanted = [PRELOAD_MAIN_MODULE, WORKER_MODULE] if "__main__" in current else [WORKER_MODULE]
-    if any(name not in current for name in wanted):
-        forkserver.set_forkserver_preload(
-            [*current, *(name for name in wanted if name not in current)])
-    note = _main_note() if "__main__" in current else None
-    if note is not None:
-        os.putenv(MAIN_ENV, note)  # (C environment only: the server inherits it)
-    try:
-        forkserver.ensure_running()
-    finally:
+        server = getattr(forkserver, "_forkserver", None)
+        current = list(getattr(server, "_preload_modules", None) or ["__main__"])
+        wanted = [PRELOAD_MAIN_MODULE, WORKER_MODULE] if "__main__" in current \
+            else [WORKER_MODULE]
+        if any(name not in current for name in wanted):
+            forkserver.set_forkserver_preload(
+                [*current, *(name for name in wanted if name not in current)])
+        note = _main_note() if "__main__" in current else None
+        resource_tracker.ensure_running()  # (before the note is set: not its business)
         if note is not None:
-            os.unsetenv(MAIN_ENV)
-    # (if the fork server dies later, multiprocessing restarts it at the next start)
+            os.putenv(MAIN_ENV, note)  # (C environment only: the server inherits it)
+        try:
+            forkserver.ensure_running()
+        finally:
+            if note is not None:
+                os.unsetenv(MAIN_ENV)
+    # (if the fork server dies later, multiprocessing restarts it at the next start, and
+    # its workers run the main module themselves)
 
 
 def _main_note() -> str | None:
     """What the fork server needs to run the main module as a worker would (its path or
-    name, ``sys.argv``, ``sys.path``), for ``preload_main``; None if there is nothing to
-    run or it is too large for the environment."""
+    name, ``sys.argv``, ``sys.path``, the start method), and this process's pid (the
+    server's parent: any other process that inherited the note ignores it), for
+    ``preload_main``; None if there is nothing to run or it is too large for the
+    environment."""
     import marshal
     from multiprocessing import spawn
 
     data = spawn.get_preparation_data("ignore")
-    keys = ("sys_argv", "sys_path", "init_main_from_path", "init_main_from_name")
-    note = {key: data[key] for key in keys if key in data}
+    keys = ("sys_argv", "sys_path", "start_method", "init_main_from_path",
+            "init_main_from_name")
+    note: dict[str, object] = {key: data[key] for key in keys if key in data}
+    note["parent_pid"] = os.getpid()
     if "init_main_from_path" not in note and "init_main_from_name" not in note:
         return None
     try:
@@ -89,8 +100,9 @@ def _forget_after_fork() -> None:
     server: multiprocessing would wait for a process that is not its child
     (``ChildProcessError``).  It forgets it, and starts its own when it needs one; the
     parent's server lives on (only the child's copy of its "alive" pipe is closed)."""
-    global _started
+    global _started, _start_lock
     _started = False
+    _start_lock = threading.Lock()
     server = getattr(sys.modules.get("multiprocessing.forkserver"), "_forkserver", None)
     if server is None or getattr(server, "_forkserver_pid", None) is None:
         return  # (no fork server here: this may be one of its own workers)

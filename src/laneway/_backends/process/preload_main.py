@@ -30,7 +30,8 @@ from ... import _context
 
 MAIN_ENV = "LANEWAY_FORK_SERVER_MAIN"
 
-_MAIN_KEYS = ("sys_argv", "sys_path", "init_main_from_path", "init_main_from_name")
+_MAIN_KEYS = ("sys_argv", "sys_path", "start_method", "init_main_from_path",
+              "init_main_from_name")
 
 
 def _already_loaded(data: dict[str, object]) -> bool:
@@ -57,7 +58,7 @@ def _run_script(path: str) -> bool:
         source = file.read()
     if source[:4] == importlib.util.MAGIC_NUMBER:
         return False
-    code = compile(source, path, "exec")
+    code = compile(source, path, "exec", dont_inherit=True)  # (not our __future__s)
     module = types.ModuleType("__mp_main__")
     module.__dict__.update(__file__=path, __cached__=None, __loader__=None,
                            __package__="", __spec__=None)
@@ -78,16 +79,29 @@ def _run_script(path: str) -> bool:
 
 
 def _run_main(data: dict[str, object]) -> None:
-    """Set ``sys.argv`` and ``sys.path`` as the program has them and run its main module
-    as a starting worker would."""
+    """Set ``sys.argv``, ``sys.path`` and the start method as the program has them, and
+    run its main module as a starting worker would (with stdin at end of file, as
+    there: a top-level ``input()`` must not read the user's terminal from here)."""
+    import multiprocessing
+    from multiprocessing import util
+
+    close_stdin = getattr(util, "_close_stdin", None)
+    if close_stdin is not None:
+        close_stdin()
     argv, path = data.get("sys_argv"), data.get("sys_path")
     if isinstance(argv, list):
         sys.argv = [str(arg) for arg in argv]
     if isinstance(path, list):
         sys.path = [str(entry) for entry in path]
+    method = data.get("start_method")
+    if isinstance(method, str):
+        multiprocessing.set_start_method(method, force=True)
     script = data.get("init_main_from_path")
-    if isinstance(script, str) and _run_script(script):
-        return
+    if isinstance(script, str):
+        if os.path.splitext(os.path.basename(script))[0] == "ipython":
+            return  # (IPython's launcher has no main guard: workers skip it too)
+        if _run_script(script):
+            return
     from multiprocessing import spawn
 
     spawn.prepare(data)
@@ -101,8 +115,8 @@ def _preload() -> None:
         note = marshal.loads(bytes.fromhex(raw))
     except (ValueError, EOFError, TypeError):
         return
-    if not isinstance(note, dict):
-        return
+    if not isinstance(note, dict) or note.get("parent_pid") != os.getppid():
+        return  # (a note another process inherited: not about our parent's program)
     data = {key: value for key, value in note.items() if key in _MAIN_KEYS}
     if _already_loaded(data):
         return
