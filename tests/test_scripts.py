@@ -154,3 +154,34 @@ def test_laneway_work_is_refused_while_the_fork_server_runs_the_script(entry: st
     finally:
         _context.mark_fork_server_preload(False)
     assert laneway.parallel_map(abs, [-1]) == [1]
+
+
+@pytest.mark.skipif(launch.start_method() != "forkserver", reason="fork server only")
+def test_a_script_that_ends_the_fork_server_leaves_it_to_the_workers(tmp_path: Path) -> None:
+    """A script whose top level ends the process that runs it (here only when run as
+    ``__mp_main__``) kills the fork server as it runs it: the pool asks again, the new
+    server leaves the script to the workers, and their deaths are explained as before
+    (no EOFError from multiprocessing's internals)."""
+    script = tmp_path / "ends.py"
+    script.write_text(textwrap.dedent(
+        """
+        import os
+        import laneway
+
+        if __name__ == "__mp_main__":
+            os._exit(3)
+
+        def double(x):
+            return 2 * x
+
+        if __name__ == "__main__":
+            out = laneway.parallel_map(double, range(2), backend="process", errors="return")
+            print([type(o).__name__ for o in out])
+            print(out[0])
+        """
+    ))
+    done = run_script(script)
+    assert done.returncode == 0, done.stderr
+    assert "['LanewayError', 'LanewayError']" in done.stdout, done.stdout
+    assert "exited with code 3 as they started" in done.stdout
+    assert "EOFError" not in done.stderr

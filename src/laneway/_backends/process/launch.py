@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import select
 import sys
 import threading
 
-__all__ = ["WORKER_MODULE", "start_early", "start_method"]
+__all__ = ["WORKER_MODULE", "await_server_exit", "start_early", "start_method"]
 
 WORKER_MODULE = "laneway._backends.process.worker"
 PRELOAD_MAIN_MODULE = "laneway._backends.process.preload_main"
@@ -70,6 +71,26 @@ def start_early() -> None:
                 os.unsetenv(MAIN_ENV)
     # (if the fork server dies later, multiprocessing restarts it at the next start, and
     # its workers run the main module themselves)
+
+
+def await_server_exit(timeout: float) -> None:
+    """After the fork server failed a request: wait, at most ``timeout`` seconds, until
+    its process has ended (without reaping it), so that multiprocessing's next start
+    sees it dead and starts a new one.  (Its pipes close a moment before the kernel
+    reports it ended; a start in that moment would still take it for alive.)"""
+    server = getattr(sys.modules.get("multiprocessing.forkserver"), "_forkserver", None)
+    pid = getattr(server, "_forkserver_pid", None)
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pid is None or pidfd_open is None:
+        return
+    try:
+        fd = pidfd_open(pid)
+    except OSError:
+        return  # (already reaped, or no pidfd here)
+    try:
+        select.select([fd], [], [], timeout)  # (readable once the process has ended)
+    finally:
+        os.close(fd)
 
 
 def _main_note() -> str | None:

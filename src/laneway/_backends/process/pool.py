@@ -63,7 +63,7 @@ from ..._options import bounded_wait
 from . import byvalue
 from . import messages as m
 from . import worker as worker_module
-from .launch import start_early, start_method
+from .launch import await_server_exit, start_early, start_method
 from .shared_slots import SharedSlots
 
 __all__ = ["ProcessPool", "ProcessRun", "default_pool", "start_method"]
@@ -88,6 +88,10 @@ MAX_STARTUP_DEATHS = 3
 """Workers that die as they start, this many in a row, stop the pool from respawning
 and fail the queued work with an explanation (typically a script without a
 ``if __name__ == "__main__":`` guard, whose top level runs again in every worker)."""
+
+SERVER_EXIT_WAIT_S = 2.0
+"""How long a failed worker start waits for a dying fork server to end before it asks
+again (multiprocessing starts a new server only once the old one has ended)."""
 
 CANCEL_GRACE_S = 0.2
 """After a run is cancelled, a worker still busy with its items this long is killed
@@ -433,7 +437,20 @@ class ProcessPool:
             args=(child_end, self._alive_r, progress, native_threads),
             name="laneway-worker", daemon=False,
         )
-        process.start()
+        try:
+            process.start()
+        except (EOFError, OSError):
+            # The fork server died as it was asked for a worker (the program's script,
+            # which it runs first, may end its process): multiprocessing starts a new
+            # one at the next start, which leaves the script to the workers.
+            await_server_exit(SERVER_EXIT_WAIT_S)
+            try:
+                process.start()
+            except BaseException:
+                for end in (parent_end, child_end):
+                    end.close()
+                progress.close()
+                raise
         child_end.close()
         self._workers.append(_Worker(process, parent_end, progress))
         self._generation += 1
