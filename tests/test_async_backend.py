@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -73,6 +74,26 @@ def test_imap_of_a_coroutine_function_is_lazy_and_ordered() -> None:
     got = list(itertools.islice(laneway.imap(double_later, itertools.count()), 50))
     assert got == [2 * x for x in range(50)]
     assert laneway.last_plan() is not None and laneway.last_plan().backend == "async"
+
+
+def test_imap_of_coroutines_keeps_a_window_of_items_not_chunks() -> None:
+    """The async backend's workers are items in flight, so imap's window counts items:
+    an endless input is read only a few items ahead of what was taken.  (It counted
+    chunks of up to 4,096 items: 2 x 1,024 of them by default; an imap that was left
+    after 50 results had put 300,000 coroutines on the loop, and cancelling them held
+    the loop, and the next call, for minutes.)"""
+    pulled = 0
+
+    def endless() -> Iterator[int]:
+        nonlocal pulled
+        for x in itertools.count():
+            pulled += 1
+            yield x
+
+    got = list(itertools.islice(laneway.imap(double_later, endless(), workers=2), 10))
+    assert got == [2 * x for x in range(10)]
+    # 10 taken, at most 2 x 2 items in flight, and done ones waiting for their turn
+    assert pulled <= 10 + 4 + 4 * 4
 
 
 async def fail_on_three(x: int) -> int:

@@ -351,6 +351,12 @@ class Run:
         plan, backend = self.plan, self._backend
         sizer = self._sizer(plan.workers, dispatched)
         window = WINDOW_PER_WORKER * plan.workers
+        # The async backend's workers are items in flight, not chunk runners: its window
+        # counts items too (else 2 x 1,024 chunks of up to 4,096 items each: an imap over
+        # an endless input put 300,000 coroutines on the loop, whose cancellation then
+        # took minutes).
+        item_room = window if plan.backend == "async" else None
+        in_flight = 0  # items of submitted chunks not yet back
         items = self._items
         chunk_ids = itertools.count()
         reorder: dict[int, Batch] = {}    # ordered: batches waiting for their turn
@@ -361,15 +367,20 @@ class Run:
             while True:
                 sent = 0  # (at least one chunk a turn; then only while no result waits)
                 while not exhausted and len(remaining) < window and (
+                        item_room is None or in_flight < item_room) and (
                         not (options.ordered and self._bounded)
                         or len(chunk_ends) < REORDER_SLACK * window) and (
                         sent == 0 or self._sink.empty()):
-                    chunk_items = take(items, sizer.next_size())
+                    size = sizer.next_size()
+                    if item_room is not None:
+                        size = min(size, item_room - in_flight)
+                    chunk_items = take(items, size)
                     sent += 1
                     if not chunk_items:
                         exhausted = True
                         break
                     chunk = Chunk(next(chunk_ids), dispatched, chunk_items)
+                    in_flight += len(chunk_items)
                     dispatched += len(chunk_items)
                     remaining[chunk.id] = len(chunk_items)
                     chunk_ends.append(dispatched)
@@ -380,6 +391,8 @@ class Run:
                 if batch is _CANCEL:
                     return
                 batch.decode()
+                if batch.chunk_id >= 0:  # (a submitted chunk's: not the measured items)
+                    in_flight -= batch.count
                 if batch.chunk_id >= 0 and batch.busy_s > 0:  # not a crash report
                     sizer.observe(batch.count, batch.busy_s)
                 left = remaining[batch.chunk_id] - batch.count
