@@ -439,7 +439,7 @@ class ProcessPool:
         )
         try:
             process.start()
-        except (EOFError, OSError):
+        except (EOFError, ConnectionError):
             # The fork server died as it was asked for a worker (the program's script,
             # which it runs first, may end its process): multiprocessing starts a new
             # one at the next start, which leaves the script to the workers.
