@@ -528,3 +528,29 @@ def test_imap_of_a_slow_input_yields_while_the_input_is_still_being_read() -> No
     assert next(results) == 0
     assert read < 150, read  # (the whole input, 300, before)
     assert list(results) == [x * x for x in range(1, 300)]
+
+
+@pytest.mark.parametrize("backend", [None, "serial"])
+def test_a_serial_run_over_a_list_sees_the_list_as_a_for_loop_would(
+        backend: str | None) -> None:
+    """A serial run slices its chunks out of a list: items a task appends are run, items
+    it removes far enough ahead (beyond the chunk it runs in: each chunk is taken out
+    before it runs) are skipped, as ``list(map(...))`` would, also after the items that
+    were measured through the list's iterator."""
+    def run(mapper: Any) -> list[Any]:
+        data = list(range(10_000))
+
+        def grow_and_shrink(x: int) -> int:
+            if x == 5:
+                data.append(-1)        # appended: run at the end
+            if x == 100:
+                del data[9_000:9_010]  # removed far ahead: never run
+            return x
+
+        return list(mapper(grow_and_shrink, data))
+
+    expected = run(map)
+    assert len(expected) == 10_000 + 1 - 10
+    got = run(lambda f, xs: laneway.parallel_map(f, xs, backend=backend))
+    assert got == expected
+    assert laneway.last_plan() is not None and laneway.last_plan().backend == "serial"
