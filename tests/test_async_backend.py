@@ -8,11 +8,14 @@ import contextlib
 import itertools
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import laneway
 from _support import DEADLOCK_TIMEOUT
+from laneway import _run
+from laneway._backends import aio
 
 
 class Gate:
@@ -76,12 +79,17 @@ def test_imap_of_a_coroutine_function_is_lazy_and_ordered() -> None:
     assert laneway.last_plan() is not None and laneway.last_plan().backend == "async"
 
 
+async def wait_long(x: int) -> int:
+    await asyncio.sleep(DEADLOCK_TIMEOUT)
+    return x
+
+
 def test_imap_of_coroutines_keeps_a_window_of_items_not_chunks() -> None:
-    """The async backend's workers are items in flight, so imap's window counts items:
-    an endless input is read only a few items ahead of what was taken.  (It counted
-    chunks of up to 4,096 items: 2 x 1,024 of them by default; an imap that was left
-    after 50 results had put 300,000 coroutines on the loop, and cancelling them held
-    the loop, and the next call, for minutes.)"""
+    """The async backend's workers are items in flight, so imap's window counts items
+    too: with no result coming, an endless input is read at most 2 x workers items plus
+    ASYNC_ITEMS_AHEAD ahead.  (It counted chunks: 2 x 1,024 of them here, of 100 items
+    each, 204,800 items; a loaded machine once had 300,000 coroutines on the loop, whose
+    cancellation held it, and the next call, for minutes.)"""
     pulled = 0
 
     def endless() -> Iterator[int]:
@@ -90,10 +98,30 @@ def test_imap_of_coroutines_keeps_a_window_of_items_not_chunks() -> None:
             pulled += 1
             yield x
 
-    got = list(itertools.islice(laneway.imap(double_later, endless(), workers=2), 10))
-    assert got == [2 * x for x in range(10)]
-    # 10 taken, at most 2 x 2 items in flight, and done ones waiting for their turn
-    assert pulled <= 10 + 4 + 4 * 4
+    # (no item ever ends: the call's timeout ends it once the window is full)
+    with pytest.raises(TimeoutError):
+        next(laneway.imap(wait_long, endless(), chunksize=100, timeout=0.5))
+    workers = laneway.last_plan().workers  # type: ignore[union-attr]
+    assert pulled <= 2 * workers + _run.ASYNC_ITEMS_AHEAD + 100
+
+
+def test_tiny_coroutines_go_in_chunks_of_many_items() -> None:
+    """An async chunk's wall time is shared by every item in flight on the loop: taken
+    as one item's time, it made every chunk one item long (5,000 chunks for 5,000 tiny
+    coroutines, each its own task, batch and hand-over; 10x slower)."""
+    sizes: list[int] = []
+    original = aio.AsyncRun.submit
+
+    def counting(run: aio.AsyncRun, chunk: Any) -> None:
+        sizes.append(len(chunk.items))
+        original(run, chunk)
+
+    aio.AsyncRun.submit = counting  # type: ignore[method-assign]
+    try:
+        assert laneway.parallel_map(double_later, range(5000)) == [2 * x for x in range(5000)]
+    finally:
+        aio.AsyncRun.submit = original  # type: ignore[method-assign]
+    assert sum(sizes) == 5000 and len(sizes) <= 3000, (len(sizes), max(sizes))
 
 
 async def fail_on_three(x: int) -> int:

@@ -85,6 +85,9 @@ CHUNK_TARGET_S = 0.01
 WINDOW_PER_WORKER = 2
 """Chunks in the window per worker: one running and one ready to start."""
 
+ASYNC_ITEMS_AHEAD = 4096
+"""Items an async run may have on its loop beyond ``2 x workers`` (see ``_segments``)."""
+
 REORDER_SLACK = 4
 """An ordered imap holds at most this many windows of chunks that are done but wait for
 an earlier, slower one: memory stays bounded, and one slow item does not idle the other
@@ -353,13 +356,17 @@ class Run:
         if self._backend is None:  # (planned just now, after measuring)
             self._backend = self._open_backend(self.plan)
         plan, backend = self.plan, self._backend
-        sizer = self._sizer(plan.workers, dispatched)
+        # (an async run's items all run at once, whatever chunks they came in: its
+        # chunks need not be spread over workers for balance, only sized)
+        sizer = self._sizer(1 if plan.backend == "async" else plan.workers, dispatched)
         window = WINDOW_PER_WORKER * plan.workers
         # The async backend's workers are items in flight, not chunk runners: its window
         # counts items too (else 2 x 1,024 chunks of up to 4,096 items each: an imap over
         # an endless input put 300,000 coroutines on the loop, whose cancellation then
-        # took minutes).
-        item_room = window if plan.backend == "async" else None
+        # took minutes), with room for chunks of a useful size beyond 2 x workers (a
+        # chunk frees its room only when all its items have ended: a tight room made
+        # one-item chunks, 7x slower on tiny coroutines, and waves behind slow items).
+        item_room = window + ASYNC_ITEMS_AHEAD if plan.backend == "async" else None
         in_flight = 0  # items of submitted chunks not yet back
         items = self._items
         chunk_ids = itertools.count()
@@ -398,7 +405,12 @@ class Run:
                 if batch.chunk_id >= 0:  # (a submitted chunk's: not the measured items)
                     in_flight -= batch.count
                 if batch.chunk_id >= 0 and batch.busy_s > 0:  # not a crash report
-                    sizer.observe(batch.count, batch.busy_s)
+                    # (an async chunk's items shared the loop with every item in flight:
+                    # its wall time over them is the loop's time per item; taken as is,
+                    # the queueing made every chunk one item, 10x slower on tiny
+                    # coroutines)
+                    sharing = in_flight + batch.count if item_room is not None else 1
+                    sizer.observe(batch.count, batch.busy_s / max(1, sharing))
                 left = remaining[batch.chunk_id] - batch.count
                 if left:
                     remaining[batch.chunk_id] = left

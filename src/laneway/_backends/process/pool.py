@@ -89,9 +89,10 @@ MAX_STARTUP_DEATHS = 3
 and fail the queued work with an explanation (typically a script without a
 ``if __name__ == "__main__":`` guard, whose top level runs again in every worker)."""
 
-SERVER_EXIT_WAIT_S = 2.0
+SERVER_EXIT_WAIT_S = 0.5
 """How long a failed worker start waits for a dying fork server to end before it asks
-again (multiprocessing starts a new server only once the old one has ended)."""
+again (multiprocessing starts a new server only once the old one has ended; its pipes
+close a moment before).  Spent under the pool's lock, so kept short."""
 
 CANCEL_GRACE_S = 0.2
 """After a run is cancelled, a worker still busy with its items this long is killed
@@ -438,19 +439,20 @@ class ProcessPool:
             name="laneway-worker", daemon=False,
         )
         try:
-            process.start()
-        except (EOFError, ConnectionError):
-            # The fork server died as it was asked for a worker (the program's script,
-            # which it runs first, may end its process): multiprocessing starts a new
-            # one at the next start, which leaves the script to the workers.
-            await_server_exit(SERVER_EXIT_WAIT_S)
             try:
                 process.start()
-            except BaseException:
-                for end in (parent_end, child_end):
-                    end.close()
-                progress.close()
-                raise
+            except (EOFError, ConnectionError):
+                # The fork server died as it was asked for a worker (the program's
+                # script, which it runs first, may end its process): multiprocessing
+                # starts a new one at the next start, which leaves the script to the
+                # workers.
+                await_server_exit(SERVER_EXIT_WAIT_S)
+                process.start()
+        except BaseException:  # (no start: nothing of this worker stays open)
+            for end in (parent_end, child_end):
+                end.close()
+            progress.close()
+            raise
         child_end.close()
         self._workers.append(_Worker(process, parent_end, progress))
         self._generation += 1
