@@ -554,3 +554,11 @@ def test_a_serial_run_over_a_list_sees_the_list_as_a_for_loop_would(
     got = run(lambda f, xs: laneway.parallel_map(f, xs, backend=backend))
     assert got == expected
     assert laneway.last_plan() is not None and laneway.last_plan().backend == "serial"
+
+
+@pytest.mark.parametrize("backend", [None, "serial", "thread"])
+def test_a_range_too_large_for_len_is_mapped_lazily(backend: str | None) -> None:
+    """``len(range(10**20))`` overflows: such an input counts as one of unknown length
+    (it raised OverflowError before any item ran)."""
+    got = laneway.imap(abs, range(-10**20, 0), backend=backend)
+    assert list(itertools.islice(got, 3)) == [10**20, 10**20 - 1, 10**20 - 2]

@@ -127,7 +127,7 @@ def total_of(iterable: Iterable[Any]) -> int | None:
     """The number of items, when the iterable knows it without being consumed."""
     try:
         return len(iterable)  # type: ignore[arg-type]
-    except TypeError:
+    except (TypeError, OverflowError):  # (no len(), or one too large: range(10**20))
         return None
 
 
@@ -154,7 +154,8 @@ class Run:
         self._items = iter(iterable)
         # (a plain list, tuple or range: its chunks can be sliced out, see _inline)
         self._sequence: Sequence[Any] | None = iterable if isinstance(
-            iterable, (list, tuple, range)) and type(iterable) in (list, tuple, range) else None
+            iterable, (list, tuple, range)) and type(iterable) in (list, tuple, range) \
+            and total is not None else None
         self._fail_fast = fail_fast
         self._bounded = bounded
         self._sink: queue.SimpleQueue[Batch] = queue.SimpleQueue()
