@@ -24,10 +24,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from time import perf_counter
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ._chunks import Batch, Chunk, ChunkSizer, call_each
-from ._context import refuse_in_fork_server
 from ._errors import Failure
 from ._options import RunOptions, bounded_wait
 from ._profile import (
@@ -145,17 +144,16 @@ class Run:
     def __init__(self, fn: Callable[[Any], Any], iterable: Iterable[Any], options: RunOptions,
                  total: int | None, *, fail_fast: bool, entry: str,
                  bounded: bool = True) -> None:
-        refuse_in_fork_server(entry)
         self.fn = fn
         self.fn_name = getattr(fn, "__qualname__", None) or repr(fn)
         self.options = options
         self.total = total
         self.entry = entry
         self._items = iter(iterable)
-        # (a plain list, tuple or range: its chunks can be sliced out, see _inline)
-        self._sequence: Sequence[Any] | None = iterable if isinstance(
-            iterable, (list, tuple, range)) and type(iterable) in (list, tuple, range) \
-            and total is not None else None
+        # (a plain list, tuple or range of known length: its chunks can be sliced out,
+        # see _inline)
+        self._sequence = cast("Sequence[Any]", iterable) if total is not None and type(
+            iterable) in (list, tuple, range) else None
         self._fail_fast = fail_fast
         self._bounded = bounded
         self._sink: queue.SimpleQueue[Batch] = queue.SimpleQueue()
@@ -405,13 +403,13 @@ class Run:
                 batch.decode()
                 if batch.chunk_id >= 0:  # (a submitted chunk's: not the measured items)
                     in_flight -= batch.count
-                if batch.chunk_id >= 0 and batch.busy_s > 0:  # not a crash report
-                    # (an async chunk's items shared the loop with every item in flight:
-                    # its wall time over them is the loop's time per item; taken as is,
-                    # the queueing made every chunk one item, 10x slower on tiny
-                    # coroutines)
-                    sharing = in_flight + batch.count if item_room is not None else 1
-                    sizer.observe(batch.count, batch.busy_s / max(1, sharing))
+                    if batch.busy_s > 0:  # not a crash report
+                        # (an async chunk's items shared the loop with every item in
+                        # flight: its wall time over them is the loop's time per item;
+                        # taken as is, the queueing made every chunk one item, 10x
+                        # slower on tiny coroutines)
+                        sharing = in_flight + batch.count if item_room is not None else 1
+                        sizer.observe(batch.count, batch.busy_s / max(1, sharing))
                 left = remaining[batch.chunk_id] - batch.count
                 if left:
                     remaining[batch.chunk_id] = left

@@ -20,7 +20,10 @@ __all__ = ["WORKER_MODULE", "await_server_exit", "start_early", "start_method"]
 
 WORKER_MODULE = "laneway._backends.process.worker"
 PRELOAD_MAIN_MODULE = "laneway._backends.process.preload_main"
-MAIN_ENV = "LANEWAY_FORK_SERVER_MAIN"  # (read by preload_main, which cannot import us)
+MAIN_ENV = "LANEWAY_FORK_SERVER_MAIN"  # (what preload_main reads in the fork server)
+MAIN_KEYS = ("sys_argv", "sys_path", "start_method", "init_main_from_path",
+             "init_main_from_name")
+"""What of ``spawn.get_preparation_data()`` the fork server needs to run the main module."""
 MAX_MAIN_NOTE = 32 * 1024
 """Larger main-module details (a huge ``sys.argv``) are not passed to the fork server,
 which then leaves each worker to run the main module itself."""
@@ -103,9 +106,7 @@ def _main_note() -> str | None:
     from multiprocessing import spawn
 
     data = spawn.get_preparation_data("ignore")
-    keys = ("sys_argv", "sys_path", "start_method", "init_main_from_path",
-            "init_main_from_name")
-    note: dict[str, object] = {key: data[key] for key in keys if key in data}
+    note: dict[str, object] = {key: data[key] for key in MAIN_KEYS if key in data}
     note["parent_pid"] = os.getpid()
     if "init_main_from_path" not in note and "init_main_from_name" not in note:
         return None

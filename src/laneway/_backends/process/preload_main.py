@@ -27,11 +27,7 @@ import sys
 import types
 
 from ... import _context
-
-MAIN_ENV = "LANEWAY_FORK_SERVER_MAIN"
-
-_MAIN_KEYS = ("sys_argv", "sys_path", "start_method", "init_main_from_path",
-              "init_main_from_name")
+from .launch import MAIN_ENV, MAIN_KEYS
 
 
 def _already_loaded(data: dict[str, object]) -> bool:
@@ -117,7 +113,7 @@ def _preload() -> None:
         return
     if not isinstance(note, dict) or note.get("parent_pid") != os.getppid():
         return  # (a note another process inherited: not about our parent's program)
-    data = {key: value for key, value in note.items() if key in _MAIN_KEYS}
+    data = {key: value for key, value in note.items() if key in MAIN_KEYS}
     if _already_loaded(data):
         return
     from multiprocessing import process
