@@ -355,17 +355,18 @@ class Run:
         if self._backend is None:  # (planned just now, after measuring)
             self._backend = self._open_backend(self.plan)
         plan, backend = self.plan, self._backend
-        # (an async run's items all run at once, whatever chunks they came in: its
-        # chunks need not be spread over workers for balance, only sized)
-        sizer = self._sizer(1 if plan.backend == "async" else plan.workers, dispatched)
+        # The async backend's workers are items in flight, not chunk runners: its items
+        # all run at once, whatever chunks they came in (its chunks are sized, not spread
+        # over workers for balance), and its window counts items too (else 2 x 1,024
+        # chunks of up to 4,096 items each: an imap over an endless input put 300,000
+        # coroutines on the loop, whose cancellation then took minutes), with room for
+        # chunks of a useful size beyond 2 x workers (a chunk frees its room only when all
+        # its items have ended: a tight room made one-item chunks, 7x slower on tiny
+        # coroutines, and waves behind slow items).
+        items_in_flight = plan.backend == "async"
+        sizer = self._sizer(1 if items_in_flight else plan.workers, dispatched)
         window = WINDOW_PER_WORKER * plan.workers
-        # The async backend's workers are items in flight, not chunk runners: its window
-        # counts items too (else 2 x 1,024 chunks of up to 4,096 items each: an imap over
-        # an endless input put 300,000 coroutines on the loop, whose cancellation then
-        # took minutes), with room for chunks of a useful size beyond 2 x workers (a
-        # chunk frees its room only when all its items have ended: a tight room made
-        # one-item chunks, 7x slower on tiny coroutines, and waves behind slow items).
-        item_room = window + ASYNC_ITEMS_AHEAD if plan.backend == "async" else None
+        item_room = window + ASYNC_ITEMS_AHEAD if items_in_flight else None
         in_flight = 0  # items of submitted chunks not yet back
         items = self._items
         chunk_ids = itertools.count()
