@@ -80,13 +80,15 @@ def test_measure_calls_with_fake_clocks() -> None:
 
 
 def test_measuring_goes_on_until_the_gil_canary_can_tell() -> None:
-    """A short run reaches its share of measuring (3% of 32 x 1.5 ms) after one call,
-    too soon for the canary's verdict: measuring goes on (one more item or so) until
-    the canary can tell or has watched PROBE_MIN_S.  (A run of 32 numpy products went
-    serial one time in three for want of a verdict.)"""
-    from laneway._profile import PROBE_MIN_S
+    """A short run reaches its share of measuring (3% of 32 x 0.6 ms) after one call,
+    too soon for the canary's verdict (4 wake-ups take at least 4 x CANARY_SLEEP_S =
+    1 ms): measuring goes on until the canary can tell or has watched PROBE_MIN_S.
+    (A run of 32 numpy products went serial one time in three for want of a verdict.)"""
+    from laneway._profile import CANARY_SLEEP_S, MIN_CANARY_WAKEUPS, PROBE_MIN_S
 
-    sample = measure_calls(lambda x: time.sleep(0.0015), iter(range(32)), total=32)
+    item_s = 0.0006
+    assert item_s < MIN_CANARY_WAKEUPS * CANARY_SLEEP_S  # (the premise)
+    sample = measure_calls(lambda x: time.sleep(item_s), iter(range(32)), total=32)
     m = sample.measurement
     assert m.calls >= 2
     assert m.releases_gil is not None or m.wall_s * m.calls >= PROBE_MIN_S - 0.0005
