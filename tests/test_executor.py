@@ -145,9 +145,32 @@ def test_shutdown_waits_and_cancel_futures() -> None:
     pool.shutdown(wait=False, cancel_futures=True)
     assert all(f.cancelled() for f in queued)
     assert not running.done()
+    # the cancelled calls count as done for futures.wait and as_completed (they were
+    # never notified: wait(wait=True, cancel_futures=True) hung on them)
+    done, not_done = futures.wait(queued, timeout=DEADLOCK_TIMEOUT)
+    assert not not_done
+    assert set(futures.as_completed(queued, timeout=DEADLOCK_TIMEOUT)) == set(queued)
     release.set()
     pool.shutdown(wait=True)
     assert running.done() and running.result() is True
+
+
+def test_shutdown_wait_with_cancel_futures_returns() -> None:
+    """shutdown(wait=True, cancel_futures=True) with calls queued for a thread returns
+    once the running call ends (it waited for the cancelled ones forever)."""
+    release = threading.Event()
+    pool = laneway.Executor(max_workers=1)
+    running = pool.submit(release.wait, DEADLOCK_TIMEOUT)
+    queued = [pool.submit(io_mul, k, k) for k in range(3)]
+    release.set()  # (the running call may end before or during shutdown: both must work)
+    returned = threading.Event()
+    shutter = threading.Thread(
+        target=lambda: (pool.shutdown(wait=True, cancel_futures=True), returned.set()),
+        daemon=True)
+    shutter.start()
+    assert returned.wait(DEADLOCK_TIMEOUT), "shutdown(wait=True, cancel_futures=True) hung"
+    assert running.result() is True
+    assert all(f.done() for f in queued)
 
 
 def test_wait_and_as_completed(executor: futures.Executor) -> None:

@@ -364,7 +364,10 @@ class Executor(futures.Executor):
                 self._thread_waiting.clear()
             outstanding = list(self._all)
         for future, _, _ in waiting:
-            future.cancel()
+            # (no thread will take it now: notify its waiters here, as a thread would
+            # have, or futures.wait and as_completed never count it as done)
+            if future.cancel():
+                future.set_running_or_notify_cancel()
         if cancel_futures:
             with self._lock:
                 queued = [f for f, run, _ in self._process_futures.values()
