@@ -148,6 +148,7 @@ def test_shutdown_waits_and_cancel_futures() -> None:
     # the cancelled calls count as done for futures.wait and as_completed (they were
     # never notified: wait(wait=True, cancel_futures=True) hung on them)
     done, not_done = futures.wait(queued, timeout=DEADLOCK_TIMEOUT)
+    assert done == set(queued)
     assert not not_done
     assert set(futures.as_completed(queued, timeout=DEADLOCK_TIMEOUT)) == set(queued)
     release.set()
