@@ -466,3 +466,62 @@ def _fresh_waits(seconds: float) -> Callable[[tuple[str, int]], int]:
         return x
 
     return naps
+
+
+class _Peak:
+    """How many calls run at once, at most."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = self.peak = 0
+
+    def __call__(self, x: int) -> int:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        threading.Event().wait(0.02)  # the work: waiting (found so at the early look)
+        with self.lock:
+            self.now -= 1
+        return x
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers_counts_the_first_item_still_running(workers: int) -> None:
+    """workers=N means at most N items at once, the first, measured item included: found
+    waiting, it goes on on its own pool thread while the rest starts, and it holds one of
+    the N slots until it ends (it ran beside N others: N + 1 at once)."""
+    task = _Peak()
+    got = laneway.parallel_map(task, range(8), workers=workers)
+    assert got == list(range(8))
+    plan = laneway.last_plan()
+    assert plan is not None and plan.backend == "thread" and plan.workers == workers, plan
+    assert "0%" in plan.reason or "waiting" in plan.reason, plan.reason  # (the path tested)
+    assert task.peak == workers
+
+
+def spans_logged(job: tuple[str, int]) -> int:
+    """Compute (~0.3 s for item 0, ~10 ms for the others) and log the span it ran in."""
+    log, x = job
+    began = time.monotonic()
+    end = began + (0.3 if x == 0 else 0.01)
+    while time.monotonic() < end:  # computing
+        pass
+    with open(log, "a") as f:
+        f.write(f"{began} {time.monotonic()}\n")
+    return x
+
+
+def test_workers_counts_a_long_first_item_on_the_process_backend(tmp_path: Path) -> None:
+    """A first item still computing past the measuring budget holds one of the process
+    run's worker slots: with workers=1 no other item starts in a process before it ends."""
+    laneway.parallel_map(abs, [1, 2], backend="process", workers=2)  # a warm pool
+    log = str(tmp_path / "spans")
+    got = laneway.parallel_map(spans_logged, [(log, x) for x in range(6)], workers=1)
+    assert got == list(range(6))
+    plan = laneway.last_plan()
+    assert plan is not None and plan.backend == "process" and plan.workers == 1, plan
+    with open(log) as f:
+        spans = sorted(tuple(map(float, line.split())) for line in f)
+    assert len(spans) == 6
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end, f"items overlapped: {spans}"

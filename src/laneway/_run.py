@@ -106,6 +106,16 @@ class BackendRun(Protocol):
         """Enforce per-item deadlines kept in the caller; seconds until the next one."""
 
 
+class SlotHolder(Protocol):
+    """A backend run that can count an item running elsewhere as one of its workers
+    (the thread and process backends: a run's first item, measured on a pool thread,
+    may still run when the rest starts)."""
+
+    def hold_slot(self) -> None: ...
+
+    def release_slot(self) -> None: ...
+
+
 def take(items: Iterator[Any], count: int, within_s: float = READ_WITHIN_S) -> list[Any]:
     """Up to ``count`` items of ``items``, fewer if reading them takes longer than
     ``within_s``: a slow input (a generator that waits for each item) is sent on in
@@ -160,6 +170,11 @@ class Run:
         self.plan: Plan | None = None
         self._backend: BackendRun | None = None
         self._measurement: Measurement | None = None
+        # the first, measured item still running when the rest starts holds one of the
+        # backend's worker slots until it ends (workers=N: at most N items at once)
+        self._first_lock = threading.Lock()
+        self._first_ended = False
+        self._slot_holder: SlotHolder | None = None
         _env_max_workers()  # a bad LANEWAY_MAX_WORKERS is refused before anything runs
         if not needs_measuring(fn, options):
             plan = plan_run(fn, options, total)
@@ -229,10 +244,11 @@ class Run:
         if plan.backend == "serial" and left != 0 and sample is not None \
                 and sample.pending is not None and sample.pending.computing:
             # not in the caller: it must stay free to deliver the first item when it
-            # ends, and to keep timeout= while both compute
+            # ends, and to keep timeout=; the first item holds the one worker slot, so
+            # the rest runs after it, serially as planned
             plan = replace(plan, backend="thread", workers=1, reason=(
-                f"{plan.reason[:-1]}; but the first item is still running, so one pool "
-                f"thread beside it."))
+                f"{plan.reason[:-1]}; but the first item is still running, so the rest "
+                f"runs on one pool thread after it."))
         self._set_plan(plan)
         if sample is None or not sample.values:
             return None, sample is not None and sample.pending is not None
@@ -245,6 +261,11 @@ class Run:
         measurement for later runs."""
         failures = None if call.failure is None else {0: call.failure}
         self._sink.put(Batch(-1, 0, 1, call.wall_s, [call.value], failures))
+        with self._first_lock:
+            self._first_ended = True
+            holder, self._slot_holder = self._slot_holder, None
+        if holder is not None:
+            holder.release_slot()
         if call.failure is None:
             remember_measurement(self.fn, Measurement(
                 calls=1, wall_s=call.wall_s, cpu_s=call.cpu_s,
@@ -355,6 +376,11 @@ class Run:
         if self._backend is None:  # (planned just now, after measuring)
             self._backend = self._open_backend(self.plan)
         plan, backend = self.plan, self._backend
+        if first_pending and plan.backend in ("thread", "process"):
+            with self._first_lock:
+                if not self._first_ended:
+                    self._slot_holder = cast("SlotHolder", backend)
+                    self._slot_holder.hold_slot()
         # The async backend's workers are items in flight, not chunk runners: its items
         # all run at once, whatever chunks they came in (its chunks are sized, not spread
         # over workers for balance), and its window counts items too (else 2 x 1,024

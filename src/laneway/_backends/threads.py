@@ -119,6 +119,23 @@ class ThreadRun:
             self._running += 1
         self._pool.submit(lambda: self._run(chunk))
 
+    def hold_slot(self) -> None:
+        """Count one item running elsewhere (the run's first, measured call, still on
+        its own pool thread) as one of the run's ``workers`` until :meth:`release_slot`:
+        ``workers=N`` means at most N items at once, that one included."""
+        with self._lock:
+            self._running += 1
+
+    def release_slot(self) -> None:
+        """The item counted by :meth:`hold_slot` has ended: its slot takes the next
+        waiting chunk, or is free."""
+        with self._lock:
+            if self._closed or not self._waiting:
+                self._running -= 1
+                return
+            chunk = self._waiting.popleft()
+        self._pool.submit(lambda: self._run(chunk))
+
     def close(self) -> None:
         """Drop chunks that have not started; running ones finish and are ignored."""
         with self._lock:

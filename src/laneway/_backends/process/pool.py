@@ -290,6 +290,16 @@ class ProcessRun:
     def check_deadlines(self) -> None:
         """Per-item deadlines are kept by the pool's collector thread, not the caller."""
 
+    def hold_slot(self) -> None:
+        """Count one item running elsewhere (the run's first, measured call, on a thread
+        of this process) as one of the run's workers until :meth:`release_slot`."""
+        self.pool.change_limit(self, -1)
+
+    def release_slot(self) -> None:
+        """The item counted by :meth:`hold_slot` has ended: one more worker may take
+        this run's jobs."""
+        self.pool.change_limit(self, +1)
+
 
 class ProcessPool:
     """A pool of warm worker processes shared by every run (see the module docstring)."""
@@ -346,6 +356,12 @@ class ProcessPool:
                                          run.stopped_error)
                 return
             self._pending.extend(jobs)
+            self._assign_locked()
+
+    def change_limit(self, run: ProcessRun, delta: int) -> None:
+        """Let ``run``'s group occupy ``delta`` more (or fewer) workers from now on."""
+        with self._lock:
+            run.max_workers += delta
             self._assign_locked()
 
     def cancel(self, run: ProcessRun) -> None:
