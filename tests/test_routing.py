@@ -499,6 +499,17 @@ def test_workers_counts_the_first_item_still_running(workers: int) -> None:
     assert task.peak == workers
 
 
+def test_a_pool_sized_from_a_waiting_first_item_has_a_slot_for_every_item() -> None:
+    """Waiting work gets one thread per item (at most 512): the first item, still running
+    and holding one of the slots, counts among them, so none of the others waits."""
+    task = _Peak()
+    assert laneway.parallel_map(task, range(30)) == list(range(30))
+    plan = laneway.last_plan()
+    assert plan is not None and plan.backend == "thread", plan
+    assert "0%" in plan.reason or "waiting" in plan.reason, plan.reason
+    assert plan.workers == 30, plan
+
+
 def spans_logged(job: tuple[str, int]) -> int:
     """Compute (~0.3 s for item 0, ~10 ms for the others) and log the span it ran in."""
     log, x = job

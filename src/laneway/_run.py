@@ -230,6 +230,8 @@ class Run:
         left = None if self.total is None else self.total - sampled
         if sample is not None and sample.exhausted:
             left = 0
+        if left is not None and sample is not None and sample.pending is not None:
+            left += 1  # (the first item, still running, holds one of the run's workers)
         plan = plan_run(self.fn, self.options, left, measurement, earlier=earlier)
         if left == 0 and sample is not None:
             plan = replace(plan, backend="serial", workers=1, reason=(
