@@ -153,3 +153,32 @@ def test_crashes_leak_no_file_descriptors() -> None:
         laneway.parallel_map(exit_on_bad, range(12), backend="process", workers=2,
                              errors="return")
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+class CodedError(Exception):
+    """An exception whose __init__ takes an argument of its own: pickle's way of
+    rebuilding it (``CodedError(*args)``) fails, since ``args`` holds only the message."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def raise_coded(x: int) -> int:
+    if x == 3:
+        raise CodedError(f"bad item {x}", code=40 + x)
+    return x
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_an_exception_with_its_own_init_arguments_keeps_its_type(backend: str) -> None:
+    """A task's exception arrives as itself from a process worker too (same type, message
+    and attributes), not as RemoteTaskError: ``except CodedError`` must not depend on
+    the backend the router picked."""
+    got = laneway.parallel_map(raise_coded, range(6), backend=backend, errors="return")
+    error = got[3]
+    assert type(error) is CodedError, repr(error)
+    assert str(error) == "bad item 3" and error.code == 43
+    with pytest.raises(CodedError, match="bad item 3") as caught:
+        laneway.parallel_map(raise_coded, range(6), backend=backend)
+    assert caught.value.code == 43

@@ -295,15 +295,24 @@ def capture(exc: BaseException, remote: bool) -> Failure:
 def encode_failure(failure: Failure) -> bytes:
     """Pickle a failure for the trip to the parent; never raises.
 
-    An exception that cannot make the round trip (unpicklable attributes, an
-    ``__init__`` that pickle cannot call again) travels as a :class:`RemoteTaskError`
-    carrying its type name and message.
+    An exception that cannot make pickle's round trip (an ``__init__`` that pickle cannot
+    call again) travels as its type, ``args`` and attributes (:class:`_ByState`); one
+    that cannot even so (unpicklable attributes) as a :class:`RemoteTaskError` carrying
+    its type name and message.
     """
     exc = failure.exc
     try:
         blob = pickle.dumps((exc, failure.remote_tb), pickle.HIGHEST_PROTOCOL)
         pickle.loads(blob)
     except Exception:
+        blob = b""
+    if not blob:
+        try:  # (an __init__ with arguments of its own: rebuilt without calling it)
+            blob = pickle.dumps((_ByState(exc), failure.remote_tb), pickle.HIGHEST_PROTOCOL)
+            pickle.loads(blob)
+        except Exception:
+            blob = b""
+    if not blob:
         kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
         stand_in = RemoteTaskError(
             f"{kind}: {exc} (the original exception could not be pickled, so it is "
@@ -312,6 +321,30 @@ def encode_failure(failure: Failure) -> bytes:
         )
         blob = pickle.dumps((stand_in, failure.remote_tb), pickle.HIGHEST_PROTOCOL)
     return blob
+
+
+class _ByState:
+    """Pickles an exception as its type, ``args`` and attributes, so that it is rebuilt
+    without calling its ``__init__``: pickle's own way calls ``type(*args)``, which fails
+    for ``def __init__(self, msg, code): super().__init__(msg)`` (``args`` holds only
+    ``msg``), and the task's exception would change type on the process backend."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        exc = self.exc
+        return _rebuilt, (type(exc), exc.args, getattr(exc, "__dict__", None) or {})
+
+
+def _rebuilt(cls: type[BaseException], args: tuple[Any, ...],
+             state: dict[str, Any]) -> BaseException:
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
 
 
 def decode_failure(blob: bytes) -> Failure:
