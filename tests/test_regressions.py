@@ -212,3 +212,35 @@ def test_env_max_workers_caps_default_thread_pools(monkeypatch: pytest.MonkeyPat
     laneway.parallel_map(abs, range(10), kind="io", workers=3)
     plan = laneway.last_plan()
     assert plan is not None and plan.workers == 3
+
+
+def test_runs_open_together_each_get_their_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs open at once with workers=1 each (two threads' calls, two Executors) get a
+    worker each, as two pools would give them; they shared one before, which ran them
+    one after the other.  Beyond the machine's CPUs (or the largest single request),
+    runs share instead of oversubscribing."""
+    import gc
+    import queue
+
+    from laneway._backends.process import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "available_cpus", lambda: 2)
+    pool = pool_module.ProcessPool()
+    try:
+        sink: queue.SimpleQueue[object] = queue.SimpleQueue()
+        first = pool.open_run(abs, sink, 1)
+        assert pool.size() == 1
+        second = pool.open_run(abs, sink, 1)
+        assert pool.size() == 2
+        third = pool.open_run(abs, sink, 1)  # (2 CPUs: the three share 2 workers)
+        assert pool.size() == 2
+        for run in (first, second, third):
+            run.close()
+        assert not pool._demand  # every closed run forgotten
+        dropped = pool.open_run(abs, sink, 1)
+        del dropped  # a run dropped without close() is forgotten too (its finalizer;
+        gc.collect()  # a run is its own group: a cycle, freed by the collector)
+        pool.open_run(abs, sink, 1).close()
+        assert not pool._demand
+    finally:
+        pool.shutdown()

@@ -230,6 +230,7 @@ class ProcessRun:
         self.function_frame = m.FUNCTION_HEADER.pack(m.FUNCTION, self.key) + self.function_frame
         self.sink = sink
         self.max_workers = workers
+        self.forget_demand: weakref.finalize[Any, Any] | None = None
         self.closed = False
         self.cancelled_at: float | None = None
         self.crashes_in_a_row = 0
@@ -314,6 +315,11 @@ class ProcessPool:
         self._workers: list[_Worker] = []
         self._pending: deque[_Job] = deque()
         self._target = 0
+        # worker demand of the runs open now: id(group) -> [its worker limit, open runs];
+        # runs closed (or dropped unclosed) are queued in _gone by a finalizer (no lock:
+        # it may fire during garbage collection) and settled under the lock
+        self._demand: dict[int, list[int]] = {}
+        self._gone: list[int] = []
         self._collector: threading.Thread | None = None
         self._closed = False
         self._wakeup_r, self._wakeup_w = self._ctx.Pipe(duplex=False)
@@ -337,7 +343,7 @@ class ProcessPool:
             if self._closed:
                 msg = "the laneway process pool has been shut down"
                 raise RuntimeError(msg)
-            self._target = max(self._target, workers)
+            self._target = max(self._target, self._demand_with_locked(run))
             self._startup_deaths = 0
             while len(self._workers) < self._target:
                 self._spawn_locked()
@@ -358,6 +364,33 @@ class ProcessPool:
             self._pending.extend(jobs)
             self._assign_locked()
 
+    def _demand_with_locked(self, run: ProcessRun) -> int:
+        """Count ``run`` as open; the workers the open runs ask for together.
+
+        One run gets the workers it asks for.  Runs open at the same time (two threads'
+        calls with ``workers=1`` each, two Executors) each get theirs too, as separate
+        pools would give them, up to the machine's CPUs (or the largest single request):
+        beyond that they share, without oversubscribing the machine."""
+        self._settle_gone_locked()
+        key = id(run.group)
+        entry = self._demand.setdefault(key, [0, 0])
+        entry[0] = max(entry[0], run.max_workers)
+        entry[1] += 1
+        run.forget_demand = weakref.finalize(run, self._gone.append, key)
+        wanted = sum(limit for limit, _ in self._demand.values())
+        if wanted <= max(self._target, run.max_workers):
+            return run.max_workers
+        return min(wanted, max(available_cpus(), run.max_workers))
+
+    def _settle_gone_locked(self) -> None:
+        while self._gone:
+            key = self._gone.pop()
+            entry = self._demand.get(key)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._demand[key]
+
     def change_limit(self, run: ProcessRun, delta: int) -> None:
         """Let ``run``'s group occupy ``delta`` more (or fewer) workers from now on."""
         with self._lock:
@@ -370,6 +403,9 @@ class ProcessPool:
             if run.closed:
                 return
             run.closed = True
+            if run.forget_demand is not None:
+                run.forget_demand()  # (once: the finalizer does not fire again)
+            self._settle_gone_locked()
             self._pending = deque(j for j in self._pending if j.run is not run)
             for w in self._workers:
                 for position, job in enumerate(w.inflight):
