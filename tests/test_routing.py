@@ -194,6 +194,25 @@ def test_classify_reports_measurements_and_keeps_result() -> None:
     assert laneway.classify(pow, 2, 10).result == 1024
 
 
+async def doubled_later(x: int) -> int:
+    import asyncio
+
+    await asyncio.sleep(0.001)
+    return 2 * x
+
+
+def test_classify_a_coroutine_function_reports_where_parallel_map_routes_it() -> None:
+    """Profile.backend is what the call would route to: the async backend, for a
+    coroutine function, as parallel_map's plan says."""
+    profile = laneway.classify(doubled_later, 4)
+    assert profile.result == 8
+    assert profile.kind == "async" and profile.backend == "async"
+    assert "coroutine function" in profile.reason
+    assert laneway.parallel_map(doubled_later, [1, 2]) == [2, 4]
+    plan = laneway.last_plan()
+    assert plan is not None and plan.backend == profile.backend
+
+
 def test_one_canary_thread_serves_every_measurement_and_parks_between() -> None:
     """The GIL canary is one thread for the process, started by the first measurement
     and parked when none watches it; a verdict counts only its own wake-ups."""

@@ -71,9 +71,15 @@ def classify(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Profile:
     measurement = replace(sample.measurement, arg_bytes=pickled_size((args, kwargs)),
                           result_bytes=pickled_size(result))
     verdict = estimate(measurement, None, _cpus())
-    kind: Kind = "async" if is_coroutine_function(fn) else verdict.kind
-    return Profile(kind=kind, backend=verdict.backend, wall_s=measurement.wall_s,
+    kind: Kind = verdict.kind
+    backend: BackendName = verdict.backend
+    reason = verdict.reason
+    if is_coroutine_function(fn):  # (routed by what it is, as parallel_map routes it)
+        kind, backend = "async", "async"
+        reason = (f"it is a coroutine function, so the async backend (its calls overlap "
+                  f"on one event loop); {reason}")
+    return Profile(kind=kind, backend=backend, wall_s=measurement.wall_s,
                    cpu_s=measurement.cpu_s, cpu_ratio=measurement.cpu_ratio,
                    releases_gil=measurement.releases_gil, arg_bytes=measurement.arg_bytes,
-                   result_bytes=measurement.result_bytes, reason=verdict.reason + ".",
+                   result_bytes=measurement.result_bytes, reason=reason + ".",
                    result=result)
