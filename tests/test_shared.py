@@ -227,6 +227,10 @@ def test_counter_bad_arguments() -> None:
         counter.increment(n="x")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"got 1\.5 \(float\)"):
         counter.increment(1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"argument initial must be an int, got True \(bool\)"):
+        SharedCounter(True)
+    with pytest.raises(TypeError, match=r"argument n must be an int, got False \(bool\)"):
+        counter.increment(False)
     assert counter.value == 0
 
 

@@ -72,6 +72,9 @@ def _key_pickle(key: object, name: str) -> bytes | None:
 
 
 def _as_int(where: str, value: object) -> int:
+    if isinstance(value, bool):  # (an int to Python, but a flag: refused, as workers= does)
+        msg = f"{where} must be an int, got {describe_value(value)}"
+        raise TypeError(msg)
     try:
         return operator.index(value)  # type: ignore[arg-type]
     except TypeError:
