@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,7 +91,9 @@ def test_measuring_goes_on_until_the_gil_canary_can_tell() -> None:
     assert item_s < MIN_CANARY_WAKEUPS * CANARY_SLEEP_S  # (the premise)
     sample = measure_calls(lambda x: time.sleep(item_s), iter(range(32)), total=32)
     m = sample.measurement
-    assert m.calls >= 2
+    # (on a quiet machine that takes a second call or more; on a loaded one a sleep can
+    # overrun enough for the first call alone to settle it: either way, no stop without
+    # a verdict before PROBE_MIN_S)
     assert m.releases_gil is not None or m.wall_s * m.calls >= PROBE_MIN_S - 0.0005
 
 
@@ -549,9 +552,41 @@ def test_workers_counts_a_long_first_item_on_the_process_backend(tmp_path: Path)
     got = laneway.parallel_map(spans_logged, [(log, x) for x in range(6)], workers=1)
     assert got == list(range(6))
     plan = laneway.last_plan()
-    assert plan is not None and plan.backend == "process" and plan.workers == 1, plan
+    # (processes, unless a saturated machine made the first item look half waiting:
+    # then threads, and the rule holds there too; test_a_held_slot_keeps_... below
+    # checks the process run's side without measuring)
+    assert plan is not None and plan.backend in ("process", "thread"), plan
+    assert plan.workers == 1, plan
     with open(log) as f:
         spans = sorted(tuple(map(float, line.split())) for line in f)
     assert len(spans) == 6
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end, f"items overlapped: {spans}"
+
+
+def test_a_held_slot_keeps_a_process_run_from_its_last_worker() -> None:
+    """ProcessRun.hold_slot: with workers=1 and the slot held (the first item still
+    running in the caller's process), the run's jobs wait; release_slot sends them."""
+    import queue
+
+    from laneway._backends.process.pool import ProcessPool
+    from laneway._chunks import Chunk
+
+    pool = ProcessPool()
+    try:
+        sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        run = pool.open_run(abs, sink, 1)
+        run.hold_slot()
+        run.submit(Chunk(0, 1, [-1, -2]))
+        assert [job.run for job in pool._pending] == [run]  # not sent
+        run.release_slot()
+        assert not pool._pending
+        values: list[Any] = []
+        while len(values) < 2:  # (the worker hands in its steps as they finish)
+            batch = sink.get(timeout=DEADLOCK_TIMEOUT)
+            batch.decode()
+            values += batch.values
+        assert values == [1, 2]
+        run.close()
+    finally:
+        pool.shutdown()
