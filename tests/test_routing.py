@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,18 @@ def test_io_threads_sized_from_wait_ratio() -> None:
     assert estimate(m(10e-3, 4e-3, True), 1000, cpus=2).workers == 5  # 2 x (1 + 6/4)
     assert estimate(m(20e-3, 20e-6, True), 400, cpus=2).workers == 400
     assert estimate(m(20e-3, 20e-6, True), 100_000, cpus=2).workers == 512
+
+
+def test_work_computing_in_child_processes_gets_a_few_more_threads_than_cpus() -> None:
+    """Running programs (most of the CPU in child processes waited for): threads, CPUs +
+    4 of them (never more than items); native work computing in-process: CPUs."""
+    runs_programs = replace(m(0.8e-3, 0.8e-3, True), child_cpu_s=0.7e-3)
+    verdict = estimate(runs_programs, 1000, cpus=2, pool_warm=True)
+    assert (verdict.backend, verdict.workers) == ("thread", 6), verdict.reason
+    assert "child processes" in verdict.reason
+    assert estimate(runs_programs, 3, cpus=2, pool_warm=True).workers == 3
+    hashes = replace(m(9e-3, 9e-3, True), child_cpu_s=0.1e-3)  # (a little: not the rule)
+    assert estimate(hashes, 1000, cpus=2, pool_warm=True).workers == 2
 
 
 def test_cold_pool_costs_startup() -> None:
@@ -434,6 +447,7 @@ def test_cpu_of_a_child_process_the_call_waited_for_counts_as_computing() -> Non
     sample = measure_calls(runs_a_computing_child, iter([None]), probe_gil=False)
     assert sample.values == [0]
     assert sample.measurement.cpu_s >= 0.03  # the child's CPU; the caller's own is ~1 ms
+    assert 0.03 <= sample.measurement.child_cpu_s <= sample.measurement.cpu_s
 
 
 def test_hinted_io_threads_are_sized_from_a_measurement(tmp_path: Path) -> None:
@@ -590,3 +604,19 @@ def test_a_held_slot_keeps_a_process_run_from_its_last_worker() -> None:
         run.close()
     finally:
         pool.shutdown()
+
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="Linux /proc")
+def test_the_early_look_counts_the_cpu_of_a_running_child_process() -> None:
+    """A first call that waits for a program computing in a child process is computing:
+    the early look adds the running child's CPU so far (it is in RUSAGE_CHILDREN only
+    once reaped), so the call is not taken for a waiting one (a run of programs would
+    then get a thread per item, up to 512 programs at once)."""
+    from laneway._backends.threads import default_thread_pool
+
+    call = FirstCall(runs_a_computing_child, None, default_thread_pool().submit)
+    # (a later look than the 4 ms default: the child has surely started by then)
+    assert call.wait(early_s=0.05, deadline=time.monotonic() + DEADLOCK_TIMEOUT)
+    assert call.value == 0
+    assert call.child_cpu_s >= 0.03

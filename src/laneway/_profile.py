@@ -37,7 +37,8 @@ from ._options import bounded_wait
 
 __all__ = ["FirstCall", "Measurement", "Sample", "cached_measurement", "check_drift",
            "forget", "measure_calls", "needs_measuring", "pickled_size", "recent_pace",
-           "remember_measurement", "remember_pace", "thread_cpu_clock"]
+           "remember_measurement", "remember_pace", "running_children_cpu",
+           "thread_cpu_clock"]
 
 DRIFT_FACTOR = 4.0
 """A cached measurement is dropped when a run sees items this many times slower or
@@ -108,7 +109,8 @@ _NOTHING: Any = object()
 class Measurement:
     """What measuring some calls of a task found.
 
-    ``wall_s`` and ``cpu_s`` are per call; ``releases_gil`` is None when the probe could
+    ``wall_s`` and ``cpu_s`` are per call (``cpu_s`` includes child processes'
+    ``child_cpu_s``); ``releases_gil`` is None when the probe could
     not tell; ``arg_bytes``/``result_bytes`` are pickled sizes of one item and its
     result (None: could not be pickled, so the task cannot go to a process).
     """
@@ -119,6 +121,8 @@ class Measurement:
     releases_gil: bool | None
     arg_bytes: int | None
     result_bytes: int | None
+    child_cpu_s: float = 0.0
+    """The part of ``cpu_s`` spent in child processes the call ran and waited for."""
 
     @property
     def cpu_ratio(self) -> float:
@@ -154,11 +158,37 @@ else:  # pragma: no cover - Windows has no RUSAGE_CHILDREN
         return 0.0
 
 
+def _no_children() -> float:
+    return 0.0
+
+
 def work_clock() -> float:
     """CPU seconds of the calling thread, plus those of child processes waited for: a task
     that runs a subprocess (and waits for it) is computing, in that subprocess, not
     waiting for I/O."""
     return time.thread_time() + _children_cpu()
+
+
+def running_children_cpu(native_id: int) -> float:
+    """CPU seconds used so far by the child processes one thread started that have not
+    been reaped yet (running, or exited and not yet waited for).
+
+    ``RUSAGE_CHILDREN`` counts a child only once it has been waited for; this reads
+    Linux's ``/proc/self/task/<tid>/children`` and each child's ``schedstat``
+    (nanoseconds on a CPU).  0.0 where they do not exist."""
+    try:
+        with open(f"/proc/self/task/{native_id}/children") as f:
+            pids = f.read().split()
+    except OSError:
+        return 0.0
+    nanoseconds = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                nanoseconds += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # (it was reaped meanwhile, or the kernel does not keep it)
+    return nanoseconds / 1e9
 
 
 def thread_cpu_clock(ident: int) -> Callable[[], float] | None:
@@ -185,6 +215,7 @@ class FirstCall:
         self.failure: Failure | None = None
         self.wall_s = 0.0
         self.cpu_s = 0.0
+        self.child_cpu_s = 0.0
         self._call = call
         self._clock = clock
         self._lock = threading.Lock()
@@ -193,6 +224,7 @@ class FirstCall:
         self._began = 0.0
         self._cpu_clock: Callable[[], float] | None = None
         self._cpu_began = 0.0
+        self._native_id = 0
         self._listener: Callable[[FirstCall], None] | None = None
         self.computing = False
         """Set when :meth:`wait` gave up on a call that computes past ``long_s``."""
@@ -200,7 +232,8 @@ class FirstCall:
 
     def _run(self) -> None:
         self._cpu_clock = thread_cpu_clock(threading.get_ident())
-        self._began, cpu_began = self._clock(), work_clock()
+        self._native_id = threading.get_native_id()
+        self._began, cpu_began, child_began = self._clock(), work_clock(), _children_cpu()
         self._cpu_began = self._cpu_clock() if self._cpu_clock is not None else 0.0
         self._started.set()
         try:
@@ -209,6 +242,7 @@ class FirstCall:
             self.failure = Failure(item_error(self._call, exc))
         self.wall_s = self._clock() - self._began
         self.cpu_s = work_clock() - cpu_began
+        self.child_cpu_s = _children_cpu() - child_began
         with self._lock:
             self._done.set()
             listener = self._listener
@@ -231,7 +265,9 @@ class FirstCall:
             return True
         clock = self._cpu_clock
         if clock is not None:
-            used = clock() - self._cpu_began
+            # (with the CPU its running child processes used so far: a call waiting for
+            # a program that computes is computing, as it is once the program is reaped)
+            used = clock() - self._cpu_began + running_children_cpu(self._native_id)
             if used < waiting_share * (self._clock() - self._began):
                 return False
         if long_s is not None and not self._done.wait(
@@ -244,11 +280,13 @@ class FirstCall:
                 raise TimeoutError("the first call was still running")
         return True
 
-    def so_far(self) -> tuple[float, float]:
-        """Wall and CPU seconds the unfinished call has used so far."""
+    def so_far(self) -> tuple[float, float, float]:
+        """Wall and CPU seconds the unfinished call has used so far, and the part of that
+        CPU its running child processes used."""
         clock = self._cpu_clock
-        cpu = clock() - self._cpu_began if clock is not None else 0.0
-        return self._clock() - self._began, cpu
+        children = running_children_cpu(self._native_id)
+        cpu = clock() - self._cpu_began + children if clock is not None else 0.0
+        return self._clock() - self._began, cpu, children if clock is not None else 0.0
 
     def when_done(self, listener: Callable[[FirstCall], None]) -> None:
         """Call ``listener(self)`` when the call ends (at once if it has)."""
@@ -382,6 +420,7 @@ def measure_calls(
     max_items: int = MAX_SAMPLE_ITEMS,
     clock: Callable[[], float] = time.perf_counter,
     thread_clock: Callable[[], float] = work_clock,
+    children_clock: Callable[[], float] | None = None,
     probe_gil: bool = True,
     submit: Callable[[Callable[[], None]], None] | None = None,
     total: int | None = None,
@@ -398,8 +437,12 @@ def measure_calls(
     of the run's estimated serial time.  Either limit gives way, for items of at least
     ``TINY_ITEM_S``, until the GIL canary can tell or has watched ``PROBE_MIN_S``.
     ``deadline`` (``time.monotonic()``) bounds the wait for the first call
-    (``TimeoutError``).
+    (``TimeoutError``).  ``children_clock`` reads the CPU of child processes waited for
+    (the part of ``thread_clock`` spent in them; default: none with a ``thread_clock``
+    of the caller's own, else ``RUSAGE_CHILDREN``).
     """
+    if children_clock is None:
+        children_clock = _children_cpu if thread_clock is work_clock else _no_children
     values: list[Any] = []
     failures: dict[int, Failure] | None = None
     first: tuple[Any, Any] | None = None
@@ -421,8 +464,8 @@ def measure_calls(
         if canary is not None:  # (entered inside the try: an interrupt cannot leak it)
             canary.__enter__()
             watched_from = clock()
-        began, cpu_began = clock(), thread_clock()
-        rest_began, rest_cpu_began = began, cpu_began
+        began, cpu_began, child_began = clock(), thread_clock(), children_clock()
+        rest_began, rest_cpu_began, rest_child_began = began, cpu_began, child_began
         if submit is not None:
             first_item = next(items, _NOTHING)
             if first_item is _NOTHING:
@@ -433,17 +476,18 @@ def measure_calls(
                     # The rest is planned now, while the call goes on: it waits, or it
                     # has computed for LONG_CALL_S (running it alone to its end would
                     # idle the pool for that long).
-                    wall, cpu = probe_call.so_far()
+                    wall, cpu, child = probe_call.so_far()
                     releases: bool | None
                     if not probe_call.computing:
                         # (CPU so far is negligible by definition: as many threads as
                         # items, up to the cap, since the call may wait much longer)
-                        cpu, releases = 0.0, True
+                        cpu, child, releases = 0.0, 0.0, True
                     else:
                         releases = canary.verdict(wall) if canary is not None else None
                     return Sample([], None, Measurement(
                         calls=1, wall_s=wall, cpu_s=cpu, releases_gil=releases,
                         arg_bytes=pickled_size(first_item), result_bytes=0,
+                        child_cpu_s=child,
                     ), exhausted=False, pending=probe_call)
                 values.append(probe_call.value)
                 if probe_call.failure is not None:
@@ -454,7 +498,9 @@ def measure_calls(
                 # time is its own too, without the hand-over to the pool thread and
                 # back (which would pass a tiny call for a waiting one)
                 rest_began, rest_cpu_began = clock(), thread_clock()
+                rest_child_began = children_clock()
                 cpu_began -= probe_call.cpu_s
+                child_began -= probe_call.child_cpu_s
                 began = rest_began - probe_call.wall_s
                 # a first call that used up the budget is the whole sample: no more
                 # items run serially in the caller while the pool waits
@@ -493,11 +539,13 @@ def measure_calls(
             fits = int((limit - elapsed) / per_item) if per_item > 0 else step * 2
             step = max(1, min(step * 2, fits, max_items - len(values)))
         wall, cpu = clock() - began, thread_clock() - cpu_began
+        child = children_clock() - child_began
         if submit is not None and len(values) > 1:
             # the pace is the later calls', measured in the caller: the first call
             # paid one-off costs (cold caches, lazy imports, the pool thread) that the
             # rest of the run will not (the budget above did count them)
             wall, cpu = clock() - rest_began, thread_clock() - rest_cpu_began
+            child = children_clock() - rest_child_began
             paced = len(values) - 1
         else:
             paced = len(values)
@@ -514,6 +562,7 @@ def measure_calls(
         calls=len(values), wall_s=wall / calls, cpu_s=cpu / calls,
         releases_gil=canary.verdict(wall) if canary is not None else None,
         arg_bytes=arg_bytes, result_bytes=result_bytes,
+        child_cpu_s=min(max(0.0, child), max(0.0, cpu)) / calls,
     )
     return Sample(values, failures, measurement, exhausted)
 

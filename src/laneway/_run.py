@@ -272,7 +272,8 @@ class Run:
             remember_measurement(self.fn, Measurement(
                 calls=1, wall_s=call.wall_s, cpu_s=call.cpu_s,
                 releases_gil=self._measurement.releases_gil if self._measurement else None,
-                arg_bytes=pickled_size(call.item), result_bytes=pickled_size(call.value)))
+                arg_bytes=pickled_size(call.item), result_bytes=pickled_size(call.value),
+                child_cpu_s=call.child_cpu_s))
 
     def _open_backend(self, plan: Plan) -> BackendRun:
         backend, workers = plan.backend, plan.workers
