@@ -66,6 +66,16 @@ def _is_infrastructure(cmdline: str) -> bool:
 
 
 @pytest.fixture(autouse=True)
+def fresh_cpu_reading() -> Iterator[None]:
+    """The router reuses its reading of available_cpus() for 2 s: a test that changed
+    what it reads (LANEWAY_MAX_WORKERS=1, say) must not leave the next tests 1 CPU."""
+    yield
+    from laneway import _router
+
+    _router._cpus_reading = (-_router.CPUS_TTL_S, 1)
+
+
+@pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Fail a test that leaves a thread or a child process running."""
     threads_before = set(threading.enumerate())
