@@ -622,3 +622,40 @@ def test_the_early_look_counts_the_cpu_of_a_running_child_process() -> None:
     assert call.wait(early_s=0.05, deadline=time.monotonic() + DEADLOCK_TIMEOUT)
     assert call.value == 0
     assert call.child_cpu_s >= 0.03
+
+
+def test_a_held_slot_outlasting_the_idle_timeout_does_not_strand_the_run() -> None:
+    """While a run's jobs wait for its held slot, its idle workers are not stopped; and
+    if the pool has lost its workers meanwhile, releasing the slot starts them again (a
+    first item that ran past the 300 s idle timeout left a workers=1 run hanging)."""
+    import queue
+    from collections import deque
+
+    from laneway._backends.process.pool import ProcessPool
+    from laneway._chunks import Chunk
+
+    pool = ProcessPool()
+    try:
+        sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        run = pool.open_run(abs, sink, 1)
+        run.hold_slot()
+        run.submit(Chunk(0, 1, [-3]))
+
+        def idle_for_ages() -> None:
+            for worker in pool._workers:
+                worker.idle_since -= 10 * pool._idle_timeout
+            pool._run_timers()
+
+        idle_for_ages()
+        assert pool.size() == 1  # kept: a job is waiting
+        waiting, pool._pending = pool._pending, deque()
+        idle_for_ages()  # (stopped as if nothing waited: the pool is left with none)
+        assert pool.size() == 0
+        pool._pending = waiting
+        run.release_slot()
+        batch = sink.get(timeout=DEADLOCK_TIMEOUT)
+        batch.decode()
+        assert batch.values == [3]
+        run.close()
+    finally:
+        pool.shutdown()

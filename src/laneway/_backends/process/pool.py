@@ -345,13 +345,17 @@ class ProcessPool:
                 raise RuntimeError(msg)
             self._target = max(self._target, self._demand_with_locked(run))
             self._startup_deaths = 0
-            while len(self._workers) < self._target:
-                self._spawn_locked()
-            if self._collector is None:
-                self._collector = threading.Thread(target=self._collect, daemon=True,
-                                                   name="laneway-collector")
-                self._collector.start()
+            self._staff_locked()
         return run
+
+    def _staff_locked(self) -> None:
+        """Start workers up to the target, and the collector if it is not running."""
+        while len(self._workers) < self._target:
+            self._spawn_locked()
+        if self._collector is None:
+            self._collector = threading.Thread(target=self._collect, daemon=True,
+                                               name="laneway-collector")
+            self._collector.start()
 
     def enqueue(self, run: ProcessRun, jobs: list[_Job]) -> None:
         """Queue jobs and hand out whatever free workers can take."""
@@ -395,6 +399,11 @@ class ProcessPool:
         """Let ``run``'s group occupy ``delta`` more (or fewer) workers from now on."""
         with self._lock:
             run.max_workers += delta
+            if delta > 0 and self._pending and not self._closed:
+                # (idle workers may have been stopped while the slot was held: a first
+                # item that ran past the idle timeout left the pool without any)
+                self._target = max(self._target, run.max_workers)
+                self._staff_locked()
             self._assign_locked()
 
     def cancel(self, run: ProcessRun) -> None:
@@ -869,7 +878,8 @@ class ProcessPool:
         now = time.monotonic()
         with self._lock:
             for w in [w for w in self._workers
-                      if not w.inflight and now - w.idle_since >= self._idle_timeout]:
+                      if not w.inflight and not self._pending
+                      and now - w.idle_since >= self._idle_timeout]:
                 self._workers.remove(w)
                 self._generation += 1
                 w.conn.close()  # the worker sees EOF and exits
