@@ -452,6 +452,58 @@ def test_cpu_of_a_child_process_the_call_waited_for_counts_as_computing() -> Non
     assert 0.03 <= sample.measurement.child_cpu_s <= sample.measurement.cpu_s
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no RUSAGE_CHILDREN on Windows")
+def test_a_first_call_that_is_the_whole_sample_counts_its_child_once() -> None:
+    """The first call's children, reaped, are in the process-wide RUSAGE_CHILDREN that
+    the caller's clock reads too: counted once (it was twice: 140 ms of CPU for a
+    70 ms child, a CPU share of 2)."""
+    from laneway._backends.threads import default_thread_pool
+
+    sample = measure_calls(runs_a_computing_child, iter(range(3)), total=3,
+                           submit=default_thread_pool().submit, probe_gil=False)
+    m = sample.measurement
+    assert m.calls == 1 and sample.pending is None
+    assert m.child_cpu_s >= 0.03
+    assert m.cpu_s <= m.child_cpu_s + 0.02  # the child's, and the thread's own ~1 ms
+    assert m.cpu_s <= 1.3 * m.wall_s + 0.005  # (a one-thread program: no more CPU than wall)
+
+
+_SPINS_IN_A_THREAD = (  # computes ~0.3 s in a second thread, says so, waits for stdin
+    "import sys, threading, time\n"
+    "def spin():\n"
+    "    began = time.thread_time()\n"
+    "    while time.thread_time() - began < 0.3: pass\n"
+    "t = threading.Thread(target=spin); t.start(); t.join()\n"
+    "print('done', flush=True); sys.stdin.read()\n")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="Linux /proc")
+def test_running_children_cpu_counts_threads_and_descendants_of_new_children_only(
+) -> None:
+    """The CPU of a running program counts all its threads and its own children (here
+    a shell that runs Python), and a program the thread started before the measured
+    call does not count."""
+    from laneway._profile import child_pids, running_children_cpu
+
+    me = threading.get_native_id()
+    before = child_pids(me)  # (this thread's older children: the fork server, say)
+    assert running_children_cpu(me, before) == 0.0
+    program = subprocess.Popen(["sh", "-c", f'"{sys.executable}" -c "$0"; true',
+                                _SPINS_IN_A_THREAD],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert program.stdout is not None and program.stdin is not None
+        assert program.stdout.readline() == "done\n"  # (the grandchild computed)
+        assert running_children_cpu(me, before) >= 0.3
+        assert running_children_cpu(me, exclude=child_pids(me)) == 0.0
+    finally:
+        if program.stdin is not None:
+            program.stdin.close()
+        program.wait(DEADLOCK_TIMEOUT)
+        if program.stdout is not None:
+            program.stdout.close()
+
+
 def test_hinted_io_threads_are_sized_from_a_measurement(tmp_path: Path) -> None:
     """@io_bound keeps threads but sizes them like measured I/O: many short waits get a
     thread each (not a fixed 64), every item runs once, and the size is explained."""

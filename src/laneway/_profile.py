@@ -36,8 +36,8 @@ from ._errors import Failure
 from ._options import bounded_wait
 
 __all__ = ["FirstCall", "Measurement", "Sample", "cached_measurement", "check_drift",
-           "forget", "measure_calls", "needs_measuring", "pickled_size", "recent_pace",
-           "remember_measurement", "remember_pace", "running_children_cpu",
+           "child_pids", "forget", "measure_calls", "needs_measuring", "pickled_size",
+           "recent_pace", "remember_measurement", "remember_pace", "running_children_cpu",
            "thread_cpu_clock"]
 
 DRIFT_FACTOR = 4.0
@@ -169,26 +169,70 @@ def work_clock() -> float:
     return time.thread_time() + _children_cpu()
 
 
-def running_children_cpu(native_id: int) -> float:
-    """CPU seconds used so far by the child processes one thread started that have not
-    been reaped yet (running, or exited and not yet waited for).
+MAX_CHILDREN_READ = 256
+"""Most descendant processes :func:`running_children_cpu` reads (a fork bomb would
+otherwise make the early look slow)."""
+
+
+def child_pids(native_id: int) -> frozenset[str]:
+    """The live (unreaped) child processes one thread of this process started (Linux
+    ``/proc/self/task/<tid>/children``; empty elsewhere)."""
+    return frozenset(_read_words(f"/proc/self/task/{native_id}/children"))
+
+
+def running_children_cpu(native_id: int, exclude: frozenset[str] = frozenset()) -> float:
+    """CPU seconds used so far by the processes one thread started (but those in
+    ``exclude``: started before the call being measured), with every thread of each
+    and their own descendants, while not yet reaped (running, or exited and not yet
+    waited for).
 
     ``RUSAGE_CHILDREN`` counts a child only once it has been waited for; this reads
-    Linux's ``/proc/self/task/<tid>/children`` and each child's ``schedstat``
-    (nanoseconds on a CPU).  0.0 where they do not exist."""
-    try:
-        with open(f"/proc/self/task/{native_id}/children") as f:
-            pids = f.read().split()
-    except OSError:
-        return 0.0
+    Linux's ``/proc``: each process's live threads' ``schedstat`` (nanoseconds on a CPU)
+    or, if more, its ``stat`` (clock ticks, exited threads included), and its threads'
+    ``children``.  0.0 where they do not exist."""
+    pending = [pid for pid in child_pids(native_id) if pid not in exclude]
+    seen: set[str] = set()
     nanoseconds = 0
-    for pid in pids:
+    while pending and len(seen) < MAX_CHILDREN_READ:
+        pid = pending.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
         try:
-            with open(f"/proc/{pid}/schedstat") as f:
-                nanoseconds += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue  # (it was reaped meanwhile, or the kernel does not keep it)
+            threads = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # (reaped meanwhile)
+        live = 0  # (its live threads, to the nanosecond)
+        for tid in threads:
+            words = _read_words(f"/proc/{pid}/task/{tid}/schedstat")
+            if words and words[0].isdigit():
+                live += int(words[0])
+            pending += _read_words(f"/proc/{pid}/task/{tid}/children")
+        nanoseconds += max(live, _process_ticks_ns(pid))
     return nanoseconds / 1e9
+
+
+def _process_ticks_ns(pid: str) -> int:
+    """A process's user + system CPU from ``/proc/<pid>/stat``, in clock ticks (10 ms
+    here) as nanoseconds: coarse, but it includes threads that have already exited."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // _TICKS_PER_S
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _read_words(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except OSError:
+        return []
 
 
 def thread_cpu_clock(ident: int) -> Callable[[], float] | None:
@@ -225,6 +269,7 @@ class FirstCall:
         self._cpu_clock: Callable[[], float] | None = None
         self._cpu_began = 0.0
         self._native_id = 0
+        self._children_before: frozenset[str] = frozenset()
         self._listener: Callable[[FirstCall], None] | None = None
         self.computing = False
         """Set when :meth:`wait` gave up on a call that computes past ``long_s``."""
@@ -233,6 +278,7 @@ class FirstCall:
     def _run(self) -> None:
         self._cpu_clock = thread_cpu_clock(threading.get_ident())
         self._native_id = threading.get_native_id()
+        self._children_before = child_pids(self._native_id)  # (not this call's)
         self._began, cpu_began, child_began = self._clock(), work_clock(), _children_cpu()
         self._cpu_began = self._cpu_clock() if self._cpu_clock is not None else 0.0
         self._started.set()
@@ -267,7 +313,8 @@ class FirstCall:
         if clock is not None:
             # (with the CPU its running child processes used so far: a call waiting for
             # a program that computes is computing, as it is once the program is reaped)
-            used = clock() - self._cpu_began + running_children_cpu(self._native_id)
+            used = clock() - self._cpu_began + running_children_cpu(
+                self._native_id, self._children_before)
             if used < waiting_share * (self._clock() - self._began):
                 return False
         if long_s is not None and not self._done.wait(
@@ -284,7 +331,7 @@ class FirstCall:
         """Wall and CPU seconds the unfinished call has used so far, and the part of that
         CPU its running child processes used."""
         clock = self._cpu_clock
-        children = running_children_cpu(self._native_id)
+        children = running_children_cpu(self._native_id, self._children_before)
         cpu = clock() - self._cpu_began + children if clock is not None else 0.0
         return self._clock() - self._began, cpu, children if clock is not None else 0.0
 
@@ -499,8 +546,9 @@ def measure_calls(
                 # back (which would pass a tiny call for a waiting one)
                 rest_began, rest_cpu_began = clock(), thread_clock()
                 rest_child_began = children_clock()
-                cpu_began -= probe_call.cpu_s
-                child_began -= probe_call.child_cpu_s
+                # (its children, reaped, are in the process-wide RUSAGE_CHILDREN that
+                # the caller's clocks read too: only its own thread's CPU is added)
+                cpu_began -= probe_call.cpu_s - probe_call.child_cpu_s
                 began = rest_began - probe_call.wall_s
                 # a first call that used up the budget is the whole sample: no more
                 # items run serially in the caller while the pool waits
