@@ -170,6 +170,58 @@ def raise_coded(x: int) -> int:
     return x
 
 
+class InputMissing(FileNotFoundError):
+    """An OSError whose errno and filename live in C fields, not in ``args``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(2, "no such input", path)
+
+
+class SlottedError(Exception):
+    __slots__ = ("code",)
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PluginMissing(ImportError):
+    """Its __init__ would run again on the wrong argument if pickle called it."""
+
+    def __init__(self, plugin: str) -> None:
+        super().__init__(f"no plugin {plugin}", name=plugin)
+
+
+def raise_varied(kind: str) -> str:
+    if kind == "os":
+        raise InputMissing("/data/1")
+    if kind == "slots":
+        raise SlottedError("slotted", 42)
+    if kind == "import":
+        raise PluginMissing("foo")
+    return kind
+
+
+def _exception_view(exc: BaseException) -> tuple[object, ...]:
+    return (type(exc), str(exc), *(getattr(exc, name, None) for name in (
+        "errno", "strerror", "filename", "filename2", "code", "name")))
+
+
+def test_exceptions_with_fields_outside_args_arrive_whole_from_a_process() -> None:
+    """Type, message and fields (C fields of built-in bases, __slots__, keyword-only
+    ones) arrive from a process worker as they are on threads; an __init__ is never
+    run again on the wrong arguments (PluginMissing's message would double)."""
+    kinds = ["os", "slots", "import", "fine"]
+    on_threads = laneway.parallel_map(raise_varied, kinds, backend="thread", errors="return")
+    on_processes = laneway.parallel_map(raise_varied, kinds, backend="process",
+                                        errors="return")
+    assert on_processes[3] == "fine"
+    for local, remote in zip(on_threads[:3], on_processes[:3], strict=True):
+        assert _exception_view(remote) == _exception_view(local)
+    assert str(on_processes[0]) == "[Errno 2] no such input: '/data/1'"
+    assert str(on_processes[2]) == "no plugin foo"
+
+
 @pytest.mark.parametrize("backend", ["thread", "process"])
 def test_an_exception_with_its_own_init_arguments_keeps_its_type(backend: str) -> None:
     """A task's exception arrives as itself from a process worker too (same type, message

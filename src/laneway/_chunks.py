@@ -295,17 +295,19 @@ def capture(exc: BaseException, remote: bool) -> Failure:
 def encode_failure(failure: Failure) -> bytes:
     """Pickle a failure for the trip to the parent; never raises.
 
-    An exception that cannot make pickle's round trip (an ``__init__`` that pickle cannot
-    call again) travels as its type, ``args`` and attributes (:class:`_ByState`); one
-    that cannot even so (unpicklable attributes) as a :class:`RemoteTaskError` carrying
-    its type name and message.
+    A built-in exception, or one with its own ``__reduce__``, travels as pickle makes it;
+    any other as its type, ``args`` and fields (:class:`_ByState`), rebuilt without
+    calling its ``__init__``; one that cannot make the trip either way (unpicklable
+    attributes) as a :class:`RemoteTaskError` carrying its type name and message.
     """
     exc = failure.exc
-    try:
-        blob = pickle.dumps((exc, failure.remote_tb), pickle.HIGHEST_PROTOCOL)
-        pickle.loads(blob)
-    except Exception:
-        blob = b""
+    blob = b""
+    if _pickles_itself(type(exc)):
+        try:
+            blob = pickle.dumps((exc, failure.remote_tb), pickle.HIGHEST_PROTOCOL)
+            pickle.loads(blob)
+        except Exception:
+            blob = b""
     if not blob:
         try:  # (an __init__ with arguments of its own: rebuilt without calling it)
             blob = pickle.dumps((_ByState(exc), failure.remote_tb), pickle.HIGHEST_PROTOCOL)
@@ -323,10 +325,24 @@ def encode_failure(failure: Failure) -> bytes:
     return blob
 
 
+def _pickles_itself(cls: type[BaseException]) -> bool:
+    """A built-in exception, or one whose class says how to pickle it (``__reduce__``).
+
+    Any other travels by state (:class:`_ByState`): pickle's own way calls
+    ``type(*args)`` again, which raises for an ``__init__`` with arguments of its own,
+    or worse, runs it on the wrong ones (``super().__init__(f"no plugin {name}")``
+    came back as "no plugin no plugin foo")."""
+    return cls.__module__ == "builtins" or any(
+        "__reduce__" in vars(base) or "__reduce_ex__" in vars(base)
+        for base in cls.__mro__ if base.__module__ != "builtins")
+
+
 class _ByState:
-    """Pickles an exception as its type, ``args`` and attributes, so that it is rebuilt
-    without calling its ``__init__``: pickle's own way calls ``type(*args)``, which fails
-    for ``def __init__(self, msg, code): super().__init__(msg)`` (``args`` holds only
+    """Pickles an exception as its type, ``args``, attributes and the fields its built-in
+    base keeps in C (``errno`` and ``filename`` of an ``OSError``, ``value`` of a
+    ``StopIteration``, ...) or in ``__slots__``, so that it is rebuilt without calling its
+    ``__init__``: pickle's own way calls ``type(*args)``, which fails for
+    ``def __init__(self, msg, code): super().__init__(msg)`` (``args`` holds only
     ``msg``), and the task's exception would change type on the process backend."""
 
     __slots__ = ("exc",)
@@ -336,13 +352,39 @@ class _ByState:
 
     def __reduce__(self) -> tuple[Any, ...]:
         exc = self.exc
-        return _rebuilt, (type(exc), exc.args, getattr(exc, "__dict__", None) or {})
+        cls = type(exc)
+        fields = {}
+        for name in _field_names(cls):
+            value = getattr(exc, name, None)
+            if value is not None:  # (None is their default: OSError shows a set one)
+                fields[name] = value
+        return _rebuilt, (cls, exc.args, getattr(exc, "__dict__", None) or {}, fields)
 
 
-def _rebuilt(cls: type[BaseException], args: tuple[Any, ...],
-             state: dict[str, Any]) -> BaseException:
+def _field_names(cls: type[BaseException]) -> list[str]:
+    """The instance fields of ``cls`` that ``__dict__`` does not hold: those of its
+    built-in bases (C members and properties) and its ``__slots__``."""
+    import copyreg
+
+    names: list[str] = list(copyreg._slotnames(cls))  # type: ignore[attr-defined]
+    for base in cls.__mro__:
+        if base.__module__ != "builtins":
+            continue
+        for name, attribute in vars(base).items():
+            if not name.startswith("_") and name != "args" and hasattr(attribute, "__set__"):
+                names.append(name)
+    return names
+
+
+def _rebuilt(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any],
+             fields: dict[str, Any] | None = None) -> BaseException:
     exc = cls.__new__(cls, *args)
     exc.args = args
+    for name, value in (fields or {}).items():
+        try:
+            setattr(exc, name, value)
+        except (AttributeError, TypeError, ValueError):
+            continue  # (read-only, or refused: the rest of the exception still arrives)
     exc.__dict__.update(state)
     return exc
 
