@@ -199,6 +199,8 @@ def raise_varied(kind: str) -> str:
         raise SlottedError("slotted", 42)
     if kind == "import":
         raise PluginMissing("foo")
+    if kind == "group":
+        raise ExceptionGroup("several", [CodedError("inner", 7), InputMissing("/x")])
     return kind
 
 
@@ -211,13 +213,18 @@ def test_exceptions_with_fields_outside_args_arrive_whole_from_a_process() -> No
     """Type, message and fields (C fields of built-in bases, __slots__, keyword-only
     ones) arrive from a process worker as they are on threads; an __init__ is never
     run again on the wrong arguments (PluginMissing's message would double)."""
-    kinds = ["os", "slots", "import", "fine"]
+    kinds = ["os", "slots", "import", "group", "fine"]
     on_threads = laneway.parallel_map(raise_varied, kinds, backend="thread", errors="return")
     on_processes = laneway.parallel_map(raise_varied, kinds, backend="process",
                                         errors="return")
-    assert on_processes[3] == "fine"
-    for local, remote in zip(on_threads[:3], on_processes[:3], strict=True):
+    assert on_processes[4] == "fine"
+    for local, remote in zip(on_threads[:4], on_processes[:4], strict=True):
         assert _exception_view(remote) == _exception_view(local)
+    group = on_processes[3]  # (the exceptions it holds travel by state too)
+    assert isinstance(group, ExceptionGroup)
+    assert [_exception_view(e) for e in group.exceptions] == \
+        [_exception_view(e) for e in on_threads[3].exceptions]
+    assert group.exceptions[0].code == 7
     assert str(on_processes[0]) == "[Errno 2] no such input: '/data/1'"
     assert str(on_processes[2]) == "no plugin foo"
 

@@ -12,6 +12,7 @@ to fail one unsendable item) without telling anyone.
 
 from __future__ import annotations
 
+import io
 import math
 import pickle
 from collections.abc import Callable, Sequence
@@ -296,22 +297,20 @@ def encode_failure(failure: Failure) -> bytes:
     """Pickle a failure for the trip to the parent; never raises.
 
     A built-in exception, or one with its own ``__reduce__``, travels as pickle makes it;
-    any other as its type, ``args`` and fields (:class:`_ByState`), rebuilt without
-    calling its ``__init__``; one that cannot make the trip either way (unpicklable
-    attributes) as a :class:`RemoteTaskError` carrying its type name and message.
+    any other, at any depth, as its type, ``args`` and fields (:class:`_ByState`),
+    rebuilt without calling its ``__init__``; if that fails, every exception by state;
+    one that cannot make the trip either way (unpicklable attributes) as a
+    :class:`RemoteTaskError` carrying its type name and message.
     """
     exc = failure.exc
     blob = b""
-    if _pickles_itself(type(exc)):
+    for every_by_state in (False, True):  # (then even those with a broken __reduce__)
         try:
-            blob = pickle.dumps((exc, failure.remote_tb), pickle.HIGHEST_PROTOCOL)
+            buffer = io.BytesIO()
+            _FailurePickler(buffer, every_by_state).dump((exc, failure.remote_tb))
+            blob = buffer.getvalue()
             pickle.loads(blob)
-        except Exception:
-            blob = b""
-    if not blob:
-        try:  # (an __init__ with arguments of its own: rebuilt without calling it)
-            blob = pickle.dumps((_ByState(exc), failure.remote_tb), pickle.HIGHEST_PROTOCOL)
-            pickle.loads(blob)
+            break
         except Exception:
             blob = b""
     if not blob:
@@ -323,6 +322,22 @@ def encode_failure(failure: Failure) -> bytes:
         )
         blob = pickle.dumps((stand_in, failure.remote_tb), pickle.HIGHEST_PROTOCOL)
     return blob
+
+
+class _FailurePickler(pickle.Pickler):
+    """Pickles exceptions, at any depth (the ones an ``ExceptionGroup`` holds, a
+    ``__cause__`` kept as an attribute), by state where pickle's own way would call
+    ``type(*args)`` again (see :func:`_pickles_itself`), or all of them."""
+
+    def __init__(self, file: io.BytesIO, every_by_state: bool) -> None:
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        self._every = every_by_state
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, BaseException) and (
+                self._every or not _pickles_itself(type(obj))):
+            return _ByState(obj).__reduce__()
+        return NotImplemented
 
 
 def _pickles_itself(cls: type[BaseException]) -> bool:
