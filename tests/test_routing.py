@@ -443,6 +443,13 @@ def runs_a_computing_child(_: object) -> int:
     return done.returncode
 
 
+def runs_a_long_computing_child(_: object) -> int:
+    # task work: a child process that computes for ~0.5 s of CPU
+    done = subprocess.run([sys.executable, "-c", "sum(i * i for i in range(8_000_000))"],
+                          check=True)
+    return done.returncode
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="no RUSAGE_CHILDREN on Windows")
 def test_cpu_of_a_child_process_the_call_waited_for_counts_as_computing() -> None:
     """subprocess.run computes in its child: that CPU time is the call's, not waiting."""
@@ -459,8 +466,11 @@ def test_a_first_call_that_is_the_whole_sample_counts_its_child_once() -> None:
     70 ms child, a CPU share of 2)."""
     from laneway._backends.threads import default_thread_pool
 
+    # (no early look before it ends: a cold machine can still be starting the child
+    # program, reading its files, 4 ms in, and the call would then be taken for waiting)
     sample = measure_calls(runs_a_computing_child, iter(range(3)), total=3,
-                           submit=default_thread_pool().submit, probe_gil=False)
+                           submit=default_thread_pool().submit, probe_gil=False,
+                           early_s=DEADLOCK_TIMEOUT)
     m = sample.measurement
     assert m.calls == 1 and sample.pending is None
     assert m.child_cpu_s >= 0.03
@@ -669,11 +679,12 @@ def test_the_early_look_counts_the_cpu_of_a_running_child_process() -> None:
     then get a thread per item, up to 512 programs at once)."""
     from laneway._backends.threads import default_thread_pool
 
-    call = FirstCall(runs_a_computing_child, None, default_thread_pool().submit)
-    # (a later look than the 4 ms default: the child has surely started by then)
-    assert call.wait(early_s=0.05, deadline=time.monotonic() + DEADLOCK_TIMEOUT)
+    call = FirstCall(runs_a_long_computing_child, None, default_thread_pool().submit)
+    # (a later look than the 4 ms default: the child has started and computes by then,
+    # and goes on ~0.5 s after it)
+    assert call.wait(early_s=0.1, deadline=time.monotonic() + DEADLOCK_TIMEOUT)
     assert call.value == 0
-    assert call.child_cpu_s >= 0.03
+    assert call.child_cpu_s >= 0.2
 
 
 def test_a_held_slot_outlasting_the_idle_timeout_does_not_strand_the_run() -> None:

@@ -472,6 +472,7 @@ def measure_calls(
     submit: Callable[[Callable[[], None]], None] | None = None,
     total: int | None = None,
     deadline: float | None = None,
+    early_s: float = EARLY_LOOK_S,
 ) -> Sample:
     """Run ``call`` on items from ``items`` until ``budget_s`` has passed, measuring.
 
@@ -484,9 +485,10 @@ def measure_calls(
     of the run's estimated serial time.  Either limit gives way, for items of at least
     ``TINY_ITEM_S``, until the GIL canary can tell or has watched ``PROBE_MIN_S``.
     ``deadline`` (``time.monotonic()``) bounds the wait for the first call
-    (``TimeoutError``).  ``children_clock`` reads the CPU of child processes waited for
-    (the part of ``thread_clock`` spent in them; default: none with a ``thread_clock``
-    of the caller's own, else ``RUSAGE_CHILDREN``).
+    (``TimeoutError``); ``early_s`` is when it is first looked at
+    (:meth:`FirstCall.wait`).  ``children_clock`` reads the CPU of child processes waited
+    for (the part of ``thread_clock`` spent in them; default: none with a
+    ``thread_clock`` of the caller's own, else ``RUSAGE_CHILDREN``).
     """
     if children_clock is None:
         children_clock = _children_cpu if thread_clock is work_clock else _no_children
@@ -519,7 +521,8 @@ def measure_calls(
                 exhausted = True
             else:
                 probe_call = FirstCall(call, first_item, submit, clock)
-                if not probe_call.wait(deadline=deadline, long_s=max(budget_s, LONG_CALL_S)):
+                if not probe_call.wait(early_s, deadline=deadline,
+                                       long_s=max(budget_s, LONG_CALL_S)):
                     # The rest is planned now, while the call goes on: it waits, or it
                     # has computed for LONG_CALL_S (running it alone to its end would
                     # idle the pool for that long).
