@@ -722,3 +722,32 @@ def test_a_held_slot_outlasting_the_idle_timeout_does_not_strand_the_run() -> No
         run.close()
     finally:
         pool.shutdown()
+
+
+def test_measuring_on_for_the_canary_still_grows_its_steps(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past its share of the run, measuring goes on only until the GIL canary can tell;
+    its steps keep doubling meanwhile (they stayed at one item: a run of 100 x*x paid
+    ~2 us of clock reads and canary checks per item, 0.2 ms in all)."""
+    from laneway import _profile
+    from laneway._backends.threads import default_thread_pool
+
+    steps: list[int] = []
+    run_items = _profile._run_items
+
+    def recording(call: Callable[[Any], Any], items: Iterator[Any], count: int,
+                  values: list[Any], failures: Any) -> Any:
+        steps.append(count)
+        return run_items(call, items, count, values, failures)
+
+    monkeypatch.setattr(_profile, "_run_items", recording)
+
+    def twenty_us(x: int) -> int:  # (3% of 100 of these is 60 us: over after one)
+        end = time.perf_counter() + 20e-6
+        while time.perf_counter() < end:
+            pass
+        return x
+
+    measure_calls(twenty_us, iter(range(100)), total=100,
+                  submit=default_thread_pool().submit)
+    assert steps and steps.count(1) <= 2 and max(steps) >= 4, steps
