@@ -297,7 +297,7 @@ def encode_failure(failure: Failure) -> bytes:
     """Pickle a failure for the trip to the parent; never raises.
 
     A built-in exception, or one with its own ``__reduce__``, travels as pickle makes it;
-    any other, at any depth, as its type, ``args`` and fields (:class:`_ByState`),
+    any other, at any depth, as its type, ``args`` and fields (:class:`_FailurePickler`),
     rebuilt without calling its ``__init__``; if that fails, every exception by state;
     one that cannot make the trip either way (unpicklable attributes) as a
     :class:`RemoteTaskError` carrying its type name and message.
@@ -327,7 +327,13 @@ def encode_failure(failure: Failure) -> bytes:
 class _FailurePickler(pickle.Pickler):
     """Pickles exceptions, at any depth (the ones an ``ExceptionGroup`` holds, a
     ``__cause__`` kept as an attribute), by state where pickle's own way would call
-    ``type(*args)`` again (see :func:`_pickles_itself`), or all of them."""
+    ``type(*args)`` again (see :func:`_pickles_itself`), or all of them: as its type,
+    ``args``, attributes and the fields its built-in base keeps in C (``errno`` and
+    ``filename`` of an ``OSError``, ``value`` of a ``StopIteration``, ...) or in
+    ``__slots__``, rebuilt without calling its ``__init__`` (:func:`_rebuilt`).  Pickle's
+    own way fails for ``def __init__(self, msg, code): super().__init__(msg)`` (``args``
+    holds only ``msg``), and the task's exception would change type on the process
+    backend."""
 
     def __init__(self, file: io.BytesIO, every_by_state: bool) -> None:
         super().__init__(file, pickle.HIGHEST_PROTOCOL)
@@ -336,44 +342,24 @@ class _FailurePickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, BaseException) and (
                 self._every or not _pickles_itself(type(obj))):
-            return _ByState(obj).__reduce__()
+            fields = {name: value for name in _field_names(type(obj))
+                      # (None is their default: an OSError shows a set one)
+                      if (value := getattr(obj, name, None)) is not None}
+            return _rebuilt, (type(obj), obj.args, getattr(obj, "__dict__", None) or {},
+                              fields)
         return NotImplemented
 
 
 def _pickles_itself(cls: type[BaseException]) -> bool:
     """A built-in exception, or one whose class says how to pickle it (``__reduce__``).
 
-    Any other travels by state (:class:`_ByState`): pickle's own way calls
+    Any other travels by state (:class:`_FailurePickler`): pickle's own way calls
     ``type(*args)`` again, which raises for an ``__init__`` with arguments of its own,
     or worse, runs it on the wrong ones (``super().__init__(f"no plugin {name}")``
     came back as "no plugin no plugin foo")."""
     return cls.__module__ == "builtins" or any(
         "__reduce__" in vars(base) or "__reduce_ex__" in vars(base)
         for base in cls.__mro__ if base.__module__ != "builtins")
-
-
-class _ByState:
-    """Pickles an exception as its type, ``args``, attributes and the fields its built-in
-    base keeps in C (``errno`` and ``filename`` of an ``OSError``, ``value`` of a
-    ``StopIteration``, ...) or in ``__slots__``, so that it is rebuilt without calling its
-    ``__init__``: pickle's own way calls ``type(*args)``, which fails for
-    ``def __init__(self, msg, code): super().__init__(msg)`` (``args`` holds only
-    ``msg``), and the task's exception would change type on the process backend."""
-
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        exc = self.exc
-        cls = type(exc)
-        fields = {}
-        for name in _field_names(cls):
-            value = getattr(exc, name, None)
-            if value is not None:  # (None is their default: OSError shows a set one)
-                fields[name] = value
-        return _rebuilt, (cls, exc.args, getattr(exc, "__dict__", None) or {}, fields)
 
 
 def _field_names(cls: type[BaseException]) -> list[str]:
@@ -392,10 +378,10 @@ def _field_names(cls: type[BaseException]) -> list[str]:
 
 
 def _rebuilt(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any],
-             fields: dict[str, Any] | None = None) -> BaseException:
+             fields: dict[str, Any]) -> BaseException:
     exc = cls.__new__(cls, *args)
     exc.args = args
-    for name, value in (fields or {}).items():
+    for name, value in fields.items():
         try:
             setattr(exc, name, value)
         except (AttributeError, TypeError, ValueError):

@@ -55,7 +55,8 @@ def classify(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Profile:
     validate_callable("classify() argument fn", fn)
     _context.refuse_in_fork_server("classify")
     call: Callable[[Any], Any]
-    if is_coroutine_function(fn):
+    is_coroutine = is_coroutine_function(fn)
+    if is_coroutine:
         import asyncio
 
         def call(_: Any) -> Any:
@@ -74,7 +75,7 @@ def classify(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Profile:
     kind: Kind = verdict.kind
     backend: BackendName = verdict.backend
     reason = verdict.reason
-    if is_coroutine_function(fn):  # (routed by what it is, as parallel_map routes it)
+    if is_coroutine:  # (routed by what it is, as parallel_map routes it)
         kind, backend = "async", "async"
         reason = (f"it is a coroutine function, so the async backend (its calls overlap "
                   f"on one event loop); {reason}")

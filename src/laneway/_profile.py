@@ -212,6 +212,9 @@ def running_children_cpu(native_id: int, exclude: frozenset[str] = frozenset()) 
     return nanoseconds / 1e9
 
 
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
 def _process_ticks_ns(pid: str) -> int:
     """A process's user + system CPU from ``/proc/<pid>/stat``, in clock ticks (10 ms
     here) as nanoseconds: coarse, but it includes threads that have already exited."""
@@ -223,8 +226,6 @@ def _process_ticks_ns(pid: str) -> int:
     except (OSError, ValueError, IndexError):
         return 0
 
-
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _read_words(path: str) -> list[str]:
@@ -330,10 +331,11 @@ class FirstCall:
     def so_far(self) -> tuple[float, float, float]:
         """Wall and CPU seconds the unfinished call has used so far, and the part of that
         CPU its running child processes used."""
-        clock = self._cpu_clock
+        wall, clock = self._clock() - self._began, self._cpu_clock
+        if clock is None:
+            return wall, 0.0, 0.0
         children = running_children_cpu(self._native_id, self._children_before)
-        cpu = clock() - self._cpu_began + children if clock is not None else 0.0
-        return self._clock() - self._began, cpu, children if clock is not None else 0.0
+        return wall, clock() - self._cpu_began + children, children
 
     def when_done(self, listener: Callable[[FirstCall], None]) -> None:
         """Call ``listener(self)`` when the call ends (at once if it has)."""

@@ -281,8 +281,9 @@ def estimate(m: Measurement, total: int | None, cpus: int, *,
         threads = max(1, min(cpus, max(n, 1)))
         parallel = threads if (kind == "native" or not gil) else 1
         seconds["thread"] = n * w / parallel + n * THREAD_ITEM_S
-        if kind == "native" and _in_children(m):  # (the programs share the cores)
-            threads = max(1, min(UNKNOWN_THREADS_CAP, cpus + CHILD_EXTRA_THREADS, max(n, 1)))
+    runs_programs = kind == "native" and _in_children(m)
+    if runs_programs:  # (more threads than CPUs: the programs share the cores)
+        threads = max(1, min(UNKNOWN_THREADS_CAP, cpus + CHILD_EXTRA_THREADS, max(n, 1)))
     # processes: computing overlaps; every item and result crosses a pipe
     if m.arg_bytes is not None and m.result_bytes is not None and gil \
             and not _context.in_process_worker():
@@ -303,7 +304,7 @@ def estimate(m: Measurement, total: int | None, cpus: int, *,
                                              else max(1, min(cpus, max(n, 1))))
     reason = (f"{'an earlier run ' if earlier else ''}{_measured_words(m)}, {_gil_words(m)}"
               f"{_bytes_words(m)}; {_kind_words(kind)}, so {_backend_words(backend)}"
-              f"{_children_words(m) if backend == 'thread' and kind == 'native' else ''} "
+              f"{_children_words(m) if backend == 'thread' and runs_programs else ''} "
               f"(estimated {_duration(seconds[best])} vs {_duration(seconds['serial'])} "
               f"serial for {'~' if total is None else ''}{n} items)")
     return Estimate(backend, workers, kind, reason, seconds)
@@ -353,8 +354,6 @@ def _bytes_words(m: Measurement) -> str:
 
 
 def _children_words(m: Measurement) -> str:
-    if not _in_children(m):
-        return ""
     return (f", {CHILD_EXTRA_THREADS} more than CPUs: {m.child_cpu_s / m.cpu_s:.0%} of its "
             f"CPU is in child processes, which the threads only wait for")
 
