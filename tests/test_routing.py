@@ -436,18 +436,19 @@ def test_timeout_bounds_a_long_first_item_while_it_is_measured() -> None:
         stop.set()
 
 
-def runs_a_computing_child(_: object) -> int:
-    # task work: a child process that computes for ~50-100 ms of CPU
-    done = subprocess.run([sys.executable, "-c", "sum(i * i for i in range(2_000_000))"],
+def _computing_child(squares: int) -> int:
+    """Task work: run a child process that sums ``squares`` squares, and wait for it."""
+    done = subprocess.run([sys.executable, "-c", f"sum(i * i for i in range({squares}))"],
                           check=True)
     return done.returncode
+
+
+def runs_a_computing_child(_: object) -> int:
+    return _computing_child(2_000_000)  # (~50-100 ms of CPU)
 
 
 def runs_a_long_computing_child(_: object) -> int:
-    # task work: a child process that computes for ~0.5 s of CPU
-    done = subprocess.run([sys.executable, "-c", "sum(i * i for i in range(8_000_000))"],
-                          check=True)
-    return done.returncode
+    return _computing_child(8_000_000)  # (~0.3-0.5 s of CPU)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no RUSAGE_CHILDREN on Windows")
