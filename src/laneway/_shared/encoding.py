@@ -4,6 +4,7 @@ else as its pickle (``_Blob``), checked when stored; and the int64 checks of
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import pickle
 from typing import Any
@@ -72,14 +73,12 @@ def _key_pickle(key: object, name: str) -> bytes | None:
 
 
 def _as_int(where: str, value: object) -> int:
-    if isinstance(value, bool):  # (an int to Python, but a flag: refused, as workers= does)
-        msg = f"{where} must be an int, got {describe_value(value)}"
-        raise TypeError(msg)
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        msg = f"{where} must be an int, got {describe_value(value)}"
-        raise TypeError(msg) from None
+    # (a bool is an int to Python, but a flag: refused, as workers= does)
+    if not isinstance(value, bool):
+        with contextlib.suppress(TypeError):
+            return operator.index(value)  # type: ignore[arg-type]
+    msg = f"{where} must be an int, got {describe_value(value)}"
+    raise TypeError(msg)
 
 
 def _overflow(value: int) -> OverflowError:
